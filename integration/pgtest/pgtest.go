@@ -53,6 +53,10 @@ type Cluster struct {
 // /usr/lib/postgresql/*/bin.
 func BinDir() (string, error) {
 	if p, err := exec.LookPath("pg_ctl"); err == nil {
+		// Follow links (some images link pg_ctl into /usr/local/bin): psql and pgbench live beside the target.
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
 		return filepath.Dir(p), nil
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")

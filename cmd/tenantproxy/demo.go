@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/tenantproxy/tenantproxy/config"
+	"github.com/tenantproxy/tenantproxy/integration/pgtest"
+	"github.com/tenantproxy/tenantproxy/internal/app"
+	"github.com/tenantproxy/tenantproxy/internal/pgident"
+	"github.com/tenantproxy/tenantproxy/migrations"
+	"github.com/tenantproxy/tenantproxy/tenants"
+)
+
+// demoCmd starts a throwaway PostgreSQL, provisions the config's tenants with the lifecycle commands,
+// seeds AgenticHR data, and serves them through the proxy until interrupted.
+func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fsx := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fsx.SetOutput(stderr)
+	path := fsx.String("config", "config.toml", "configuration to run the demo with")
+	port := fsx.Int("port", 0, "proxy port (default: the port of [listen] addr)")
+	exitAfterStart := fsx.Bool("exit", false, "stop right after the demo is up (for tests)")
+	fsx.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tenantproxy demo [--config PATH] [--port N]\n\nStarts a throwaway PostgreSQL with the AgenticHR tenants of the config (acme, globex, initech),\nhardens and provisions it with the lifecycle commands, and serves it through tenantproxy until Ctrl-C.")
+		fsx.PrintDefaults()
+	}
+	if err := fsx.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantproxy demo:", err)
+		return 1
+	}
+	if *port != 0 {
+		host, _, _ := net.SplitHostPort(cfg.Listen.Addr)
+		cfg.Listen.Addr = net.JoinHostPort(host, strconv.Itoa(*port))
+	}
+	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+
+	say("starting a throwaway PostgreSQL ...")
+	cluster, err := pgtest.Start(pgtest.Options{})
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantproxy demo:", err)
+		return 1
+	}
+	defer cluster.Stop()
+	cfg.Backend.Host, cfg.Backend.Port = cluster.Host, cluster.Port
+	cfg.Backend.PasswordEnv, cfg.Backend.Password = "", randomPassword()
+	cfg.Admin.User, cfg.Admin.PasswordEnv, cfg.Admin.Password = cluster.User, "", cluster.Password
+	if _, err := os.Stat(cfg.Migrations.Dir); cfg.Migrations.Dir == "" || err != nil {
+		dir, err := writeEmbeddedMigrations()
+		if err != nil {
+			fmt.Fprintln(stderr, "tenantproxy demo:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		cfg.Migrations.Dir = dir
+	}
+	if err := cluster.Exec(ctx, "postgres", "CREATE DATABASE "+pgident.Quote(cfg.Backend.Database)); err != nil {
+		fmt.Fprintln(stderr, "tenantproxy demo:", err)
+		return 1
+	}
+	steps := [][]string{{"init"}}
+	for _, t := range cfg.Tenants {
+		steps = append(steps, []string{"tenant", "create", t.Name, "--schema", t.Schema})
+	}
+	for _, step := range steps {
+		say("$ tenantproxy %s", joinArgs(step))
+		if code := tenants.Main(ctx, cfg, step, stdout, stderr); code != 0 {
+			return code
+		}
+	}
+	if err := seed(ctx, cluster, cfg); err != nil {
+		fmt.Fprintln(stderr, "tenantproxy demo: seeding:", err)
+		return 1
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "tenantproxy demo:", err)
+		return 1
+	}
+	p, err := app.Start(cfg, log, version)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return 1
+	}
+	defer p.Shutdown(2 * time.Second)
+	_, pport, _ := net.SplitHostPort(p.Addr())
+	say("\ntenantproxy is serving the AgenticHR tenants on %s (PostgreSQL %s:%d behind it).", p.Addr(), cluster.Host, cluster.Port)
+	say("Each user sees only its own tenant's employees, departments and leave_requests:\n")
+	for _, u := range cfg.Users {
+		for _, t := range u.Tenants {
+			say("  psql %q", fmt.Sprintf("postgresql://%s:%s@127.0.0.1:%s/%s", url.PathEscape(u.Name+cfg.Tenancy.UserSeparator+t), u.Password, pport, cfg.Backend.Database))
+			if u.Profile == config.ProfileReadonly {
+				break
+			}
+		}
+	}
+	say("\n  pgbench -n -S -T 5 %q   # any tool, any driver", fmt.Sprintf("postgresql://alice%%40acme:secret@127.0.0.1:%s/%s", pport, cfg.Backend.Database))
+	if cfg.Metrics.Addr != "" {
+		say("  curl -s http://%s/metrics | grep tenantproxy_", cfg.Metrics.Addr)
+	}
+	say("\nPress Ctrl-C to stop; the throwaway server is removed.")
+	if *exitAfterStart {
+		return 0
+	}
+	<-ctx.Done()
+	say("stopping ...")
+	return 0
+}
+
+// seed fills every tenant's tables with a few AgenticHR rows.
+func seed(ctx context.Context, cluster *pgtest.Cluster, cfg *config.Config) error {
+	conn, err := cluster.Connect(ctx, cfg.Backend.Database)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	people := []string{"Ada", "Grace", "Linus", "Barbara", "Ken"}
+	for _, t := range cfg.Tenants {
+		batch := &pgx.Batch{}
+		batch.Queue("SET search_path TO " + pgident.Quote(t.Schema))
+		batch.Queue("INSERT INTO departments (name) VALUES ('Engineering'), ('People')")
+		for i, p := range people {
+			batch.Queue("INSERT INTO employees (name, email, department_id) VALUES ($1, $2, $3)",
+				p+" of "+t.Name, fmt.Sprintf("%s@%s.example", p, t.Name), 1+i%2)
+		}
+		batch.Queue("INSERT INTO leave_requests (employee_id, starts_on, ends_on, kind) VALUES (1, current_date + 7, current_date + 11, 'vacation'), (2, current_date, current_date, 'sick')")
+		batch.Queue("RESET search_path")
+		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
+			return fmt.Errorf("tenant %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+func writeEmbeddedMigrations() (string, error) {
+	dir, err := os.MkdirTemp("", "tenantproxy-migrations-")
+	if err != nil {
+		return "", err
+	}
+	err = fs.WalkDir(migrations.Files, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := migrations.Files.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, filepath.Base(p)), b, 0o644)
+	})
+	return dir, err
+}
+
+func randomPassword() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func joinArgs(a []string) string {
+	s := ""
+	for i, x := range a {
+		if i > 0 {
+			s += " "
+		}
+		s += x
+	}
+	return s
+}

@@ -1,0 +1,177 @@
+// Package app wires tenantproxy's packages into a running proxy: configuration, hardening check, tenant
+// catalog, relay, front door, metrics, reload and shutdown. The command and the integration tests start
+// the proxy through it, so tests run exactly what operators run.
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/tenantproxy/tenantproxy/config"
+	"github.com/tenantproxy/tenantproxy/policy"
+	"github.com/tenantproxy/tenantproxy/proxy"
+	"github.com/tenantproxy/tenantproxy/routing"
+	"github.com/tenantproxy/tenantproxy/session"
+	"github.com/tenantproxy/tenantproxy/tenants"
+)
+
+// App is a started proxy: front door, relay, metrics and the tenant catalog.
+type App struct {
+	cfg     *config.Config
+	log     *zap.Logger
+	engine  *session.Engine
+	server  *proxy.Server
+	router  *routing.Router
+	metrics *http.Server
+	ln      net.Listener
+	reg     *prometheus.Registry
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// Start wires the packages together and starts serving.
+func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &App{cfg: cfg, log: log, cancel: cancel, done: make(chan struct{})}
+	fail := func(err error) (*App, error) {
+		cancel()
+		return nil, err
+	}
+	if cfg.RequiresHardening() {
+		rep, err := tenants.Doctor(ctx, cfg)
+		if err != nil {
+			return fail(fmt.Errorf("hardening check: %w (set [tenancy] require_hardening = false to start anyway)", err))
+		}
+		if failed := rep.Failed(); len(failed) > 0 {
+			return fail(fmt.Errorf("hardening check failed: %s: %s (run \"tenantproxy doctor\" for every check and its fix, or set [tenancy] require_hardening = false)", failed[0].Name, failed[0].Detail))
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	dialer, err := routing.NewDialer(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	guard := policy.NewGuard(policy.GuardConfig{TenantSetting: cfg.Tenancy.Setting})
+	engine, err := session.New(session.Config{
+		Mode: cfg.Pool.Mode, PoolSize: cfg.Backend.PoolSize, TenantMaxBackends: cfg.Pool.TenantMaxBackends,
+		MaxClients: cfg.Pool.MaxClientConn, WaitTimeout: cfg.Pool.WaitTimeout.Duration,
+		IdleTimeout: cfg.Backend.IdleTimeout.Duration, MaxLifetime: cfg.Backend.MaxLifetime.Duration,
+		QueryTimeout: cfg.Backend.QueryTimeout.Duration, MaxMessageSize: cfg.Listen.MaxMessageSize,
+		MaxPreparedStatements: cfg.Pool.MaxPreparedStatements, TripwireSampleRate: cfg.Tenancy.TripwireSampleRate,
+		PoolRole: cfg.Backend.User, Dialer: dialer, Guard: session.PolicyGuard{G: guard},
+		Logger: log, Metrics: session.NewMetrics(reg),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	engine.SetDialTimeout(cfg.Backend.ConnectTimeout.Duration)
+	p.engine = engine
+	p.router = routing.NewRouter(cfg, nil)
+	if cfg.Tenancy.Catalog == config.CatalogDatabase {
+		go func() {
+			defer close(p.done)
+			err := tenants.WatchCatalog(ctx, cfg, func(ts []config.Tenant) {
+				p.router.Update(p.cfg, ts)
+				engine.SetTenants(routing.RelayTenants(p.cfg, ts))
+			})
+			if err != nil && ctx.Err() == nil {
+				log.Error("tenant catalog watch ended", zap.Error(err))
+			}
+		}()
+	} else {
+		close(p.done)
+		p.router.Update(cfg, cfg.Tenants)
+		engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
+	}
+	engine.Start()
+	srv, err := proxy.New(cfg, engine, p.router, log)
+	if err != nil {
+		engine.Close()
+		return fail(err)
+	}
+	p.server = srv
+	ln, err := net.Listen("tcp", cfg.Listen.Addr)
+	if err != nil {
+		engine.Close()
+		return fail(fmt.Errorf("[listen] addr: %w", err))
+	}
+	p.ln = ln
+	p.reg = reg
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			log.Error("accept loop ended", zap.Error(err))
+		}
+	}()
+	if cfg.Metrics.Addr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		p.metrics = &http.Server{Addr: cfg.Metrics.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
+		if err != nil {
+			p.Shutdown(0)
+			return nil, fmt.Errorf("[metrics] addr: %w", err)
+		}
+		go p.metrics.Serve(mln)
+	}
+	log.Info("tenantproxy listening", zap.String("addr", ln.Addr().String()), zap.String("mode", cfg.Pool.Mode),
+		zap.Int("pool_size", cfg.Backend.PoolSize), zap.String("backend", fmt.Sprintf("%s:%d/%s as %s", cfg.Backend.Host, cfg.Backend.Port, cfg.Backend.Database, cfg.Backend.User)),
+		zap.String("version", version))
+	return p, nil
+}
+
+// Reload re-reads the config: users, tenants (config catalog) and auth settings change at once without
+// dropping a connection; a bad file keeps the old config.
+func (p *App) Reload(path string) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		p.log.Error("reload failed; keeping the running configuration", zap.Error(err))
+		return
+	}
+	if cfg.Listen.Addr != p.cfg.Listen.Addr || cfg.Backend != p.cfg.Backend || cfg.Pool.Mode != p.cfg.Pool.Mode {
+		p.log.Warn("reload: [listen], [backend] and [pool] mode changes need a restart; they are ignored")
+	}
+	p.cfg = cfg
+	p.server.SetConfig(cfg)
+	if cfg.Tenancy.Catalog == config.CatalogConfig {
+		p.router.Update(cfg, cfg.Tenants)
+		p.engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
+	} else {
+		p.router.Update(cfg, p.router.Snapshot().Tenants())
+	}
+	p.log.Info("configuration reloaded", zap.Int("tenants", len(p.router.Snapshot().Tenants())), zap.Int("users", len(cfg.Users)))
+}
+
+// Shutdown stops accepting, drains the relay for up to timeout, then closes everything.
+func (p *App) Shutdown(timeout time.Duration) {
+	p.server.Close()
+	select {
+	case <-p.engine.Drain(timeout):
+	case <-time.After(timeout + time.Second):
+	}
+	p.engine.Close()
+	p.cancel()
+	<-p.done
+	if p.metrics != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		p.metrics.Shutdown(ctx)
+		cancel()
+	}
+}
+
+// Addr is the address the proxy listens on.
+func (p *App) Addr() string { return p.ln.Addr().String() }
+
+// Engine is the relay, for tests and the admin view.
+func (p *App) Engine() *session.Engine { return p.engine }
+
+// Registry is the Prometheus registry of this proxy.
+func (p *App) Registry() *prometheus.Registry { return p.reg }

@@ -1,0 +1,18 @@
+package routing
+
+import (
+	"github.com/tenantproxy/tenantproxy/config"
+	"github.com/tenantproxy/tenantproxy/policy"
+	"github.com/tenantproxy/tenantproxy/session"
+)
+
+// RelayTenants turns catalog tenants into what the relay needs: each tenant's setup SQL (role,
+// search_path, tenant setting) and the schemas its clients may name.
+func RelayTenants(c *config.Config, ts []config.Tenant) []session.Tenant {
+	out := make([]session.Tenant, 0, len(ts))
+	for _, t := range ts {
+		x := policy.ContextFor(c, t)
+		out = append(out, session.Tenant{Name: t.Name, Schema: t.Schema, SetupSQL: x.SetupSQL(), AllowedSchemas: x.AllowedSchemas(), Suspended: t.Suspended})
+	}
+	return out
+}

@@ -1,0 +1,477 @@
+package session
+
+import (
+	"encoding/binary"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tenantproxy/tenantproxy/policy"
+)
+
+// opKind is a request sent to a backend whose replies the relay still expects, in order.
+type opKind uint8
+
+const (
+	opQuery          opKind = iota // simple Query: replies until ReadyForQuery
+	opSync                         // Sync: ReadyForQuery
+	opParse                        // ParseComplete
+	opBind                         // BindComplete
+	opDescribeStmt                 // ParameterDescription, then RowDescription or NoData
+	opDescribePortal               // RowDescription or NoData
+	opExecute                      // rows, then CommandComplete, EmptyQueryResponse or PortalSuspended
+	opClose                        // CloseComplete
+	opSynthetic                    // bytes the relay emits itself when this op reaches the head
+)
+
+// op is one entry of a backend's queue of expected replies.
+type op struct {
+	kind    opKind
+	swallow bool   // replies are the relay's own business and never reach the client
+	poison  bool   // the request was refused: its error is replaced by the refusal below
+	code    string // refusal SQLSTATE
+	msg     string // refusal message
+	synth   []byte // for opSynthetic
+	stmt    uint64 // prepared statement id of opParse, or of opClose when the relay evicts it
+	name    string // the client's name for the statement of opParse
+	sets    []Setting
+	errored bool
+}
+
+// The statement the relay sends in place of a refused one: it fails to parse, has no effect, and its
+// error marks the exact position of the refusal in the reply stream, so the backend's own transaction
+// state (aborted, skip-to-Sync) matches PostgreSQL's behaviour for a failed statement.
+const poisonSQL = "tenantproxy_refused_statement"
+
+// poisonStmt names the poison when it stands in for a Parse: a failed named Parse creates nothing and,
+// unlike the unnamed statement, destroys nothing of the client's.
+const poisonStmt = "tenantproxy_poison"
+
+// backend states.
+type beState uint8
+
+const (
+	beIdle    beState = iota // in the pool
+	beLeased                 // serving a session
+	beReset                  // finishing or resetting after its client left
+	beClosed                 // gone
+)
+
+// backend is one server connection of the shared pool.
+type backend struct {
+	e      *Engine
+	c      sock
+	pid    uint32
+	secret []byte
+	state  beState
+
+	// Context: the tenant setup and client settings currently applied on the server side ("" for none).
+	ctx         string
+	settingsSQL string
+	prepared    map[uint64]*lruNode // server-side statements by id
+	lru         lruList
+
+	client *Session
+	ops    []op
+	head   int
+	status byte // last ReadyForQuery status
+
+	// Reply stream framing.
+	hdr     [5]byte
+	hdrN    int
+	remain  int
+	curType byte
+	action  uint8
+	capture []byte
+
+	created   time.Time
+	lastUsed  time.Time
+	lastRecv  time.Time
+	copyIn    bool // the server waits for COPY data
+	// unnamedSeq counts what destroys the server's unnamed statement (a Parse of it, a simple Query):
+	// a session's unnamed statement is still there only if the count is what it was after its Parse.
+	unnamedSeq uint64
+	cancels   int  // cancel requests in flight
+	heldBack  bool // released while a cancel was in flight
+	setupErr  string
+	needReset bool // session state may survive: reset before the next tenant
+}
+
+const (
+	actForward uint8 = iota
+	actDrop
+	actCapture
+)
+
+func (b *backend) opsEmpty() bool { return b.head == len(b.ops) }
+
+func (b *backend) push(o op) {
+	if b.head == len(b.ops) {
+		b.ops, b.head = b.ops[:0], 0
+	}
+	b.ops = append(b.ops, o)
+}
+
+func (b *backend) headOp() *op {
+	if b.head < len(b.ops) {
+		return &b.ops[b.head]
+	}
+	return nil
+}
+
+func (b *backend) pop() {
+	b.ops[b.head] = op{}
+	b.head++
+	b.emitSynthetic()
+}
+
+// emitSynthetic writes the relay's own replies that have reached the head of the queue.
+func (b *backend) emitSynthetic() {
+	for b.head < len(b.ops) && b.ops[b.head].kind == opSynthetic {
+		if b.client != nil {
+			b.client.c.queue(b.ops[b.head].synth)
+		}
+		b.ops[b.head] = op{}
+		b.head++
+	}
+}
+
+// handleEvent is the backend socket's readiness callback.
+func (b *backend) handleEvent(ev uint32) {
+	if ev&evOut != 0 {
+		b.c.flush()
+		if b.c.err != nil {
+			b.fail("write: "+b.c.err.Error(), "08006")
+			return
+		}
+		if b.client != nil && b.c.pending() < highWater {
+			b.client.resumeReading()
+		}
+	}
+	if ev&(evIn|evErr) == 0 {
+		return
+	}
+	buf := b.e.l.rbuf
+	n, err := b.c.read(buf)
+	if err != nil {
+		b.fail("server closed the connection unexpectedly", "08006")
+		return
+	}
+	if n == 0 {
+		return
+	}
+	b.lastRecv = b.e.l.now
+	b.feed(buf[:n])
+	if b.c.closed {
+		return
+	}
+	if s := b.client; s != nil {
+		s.c.flush()
+		if s.c.pending() >= highWater {
+			b.c.setEvents(b.c.events &^ evIn) // backpressure: stop reading until the client drains
+		}
+		if s.c.err != nil {
+			s.gone("write to client: " + s.c.err.Error())
+			return
+		}
+	}
+	b.afterReplies()
+}
+
+// feed runs the reply stream through the framing state machine.
+func (b *backend) feed(data []byte) {
+	for len(data) > 0 && !b.c.closed {
+		if b.remain > 0 {
+			n := b.remain
+			if n > len(data) {
+				n = len(data)
+			}
+			switch b.action {
+			case actForward:
+				if b.client != nil {
+					b.client.c.queue(data[:n])
+				}
+			case actCapture:
+				b.capture = append(b.capture, data[:n]...)
+			}
+			b.remain -= n
+			data = data[n:]
+			if b.remain == 0 {
+				b.endMessage()
+			}
+			continue
+		}
+		// A whole small message in view: the common case, handled without the header copy.
+		if b.hdrN == 0 && len(data) >= 5 {
+			copy(b.hdr[:], data[:5])
+			data = data[5:]
+		} else {
+			k := copy(b.hdr[b.hdrN:], data)
+			b.hdrN += k
+			data = data[k:]
+			if b.hdrN < 5 {
+				return
+			}
+			b.hdrN = 0
+		}
+		length := int(binary.BigEndian.Uint32(b.hdr[1:]))
+		if length < 4 || length > 1<<30 {
+			b.fail("protocol violation from server: bad message length", "08P01")
+			return
+		}
+		b.curType = b.hdr[0]
+		b.remain = length - 4
+		b.action = b.classify(b.curType)
+		switch b.action {
+		case actForward:
+			if b.client != nil {
+				b.client.c.queue(b.hdr[:])
+			}
+		case actCapture:
+			b.capture = append(b.capture[:0], b.hdr[:]...)
+		}
+		if b.remain == 0 {
+			b.endMessage()
+		}
+	}
+}
+
+// classify decides what happens to a reply message from its type alone.
+func (b *backend) classify(t byte) uint8 {
+	switch t {
+	case msgReadyForQuery, msgErrorResponse, msgParameterStatus:
+		return actCapture
+	case msgNotification:
+		if b.client == nil {
+			return actDrop
+		}
+		return actForward
+	}
+	h := b.headOp()
+	if h == nil || h.swallow || b.client == nil {
+		return actDrop
+	}
+	return actForward
+}
+
+// endMessage does the bookkeeping once a reply message is complete.
+func (b *backend) endMessage() {
+	t := b.curType
+	switch t {
+	case msgReadyForQuery:
+		b.onReady()
+		return
+	case msgErrorResponse:
+		b.onError()
+		return
+	case msgParameterStatus:
+		b.onParameterStatus()
+		return
+	case msgNotice, msgNotification:
+		return
+	case msgCopyInResponse:
+		b.copyIn = true
+	case msgCommandComplete:
+		b.copyIn = false
+	}
+	h := b.headOp()
+	if h == nil {
+		return
+	}
+	var done bool
+	switch h.kind {
+	case opParse:
+		done = t == msgParseComplete
+		if done && h.stmt != 0 {
+			b.addPrepared(h.stmt)
+		}
+	case opBind:
+		done = t == msgBindComplete
+	case opDescribeStmt, opDescribePortal:
+		done = t == msgRowDesc || t == msgNoData
+	case opExecute:
+		done = t == msgCommandComplete || t == msgEmptyQuery || t == msgPortalSuspended
+		if t == msgCommandComplete && len(h.sets) > 0 && b.client != nil {
+			b.client.applySets(h.sets)
+			b.settingsSQL = b.client.settingsSQL
+		}
+	case opClose:
+		done = t == msgCloseComplete
+	}
+	if done {
+		b.pop()
+	}
+}
+
+func (b *backend) onReady() {
+	if len(b.capture) < 6 {
+		b.fail("protocol violation from server: short ReadyForQuery", "08P01")
+		return
+	}
+	b.status = b.capture[5]
+	h := b.headOp()
+	// Extended-protocol ops left before a Sync's ReadyForQuery were skipped by the server.
+	for h != nil && h.kind != opQuery && h.kind != opSync {
+		b.pop()
+		h = b.headOp()
+	}
+	if h == nil {
+		b.fail("protocol violation from server: unexpected ReadyForQuery", "08P01")
+		return
+	}
+	forward := !h.swallow && b.client != nil
+	if h.swallow && b.setupErr != "" {
+		// The tenant context could not be applied: the backend is unusable for this client.
+		msg := b.setupErr
+		b.pop()
+		if s := b.detach(); s != nil {
+			s.fatal("08006", "tenantproxy: could not apply the tenant context: "+msg)
+		}
+		b.close("setup failed")
+		return
+	}
+	if !h.errored && len(h.sets) > 0 && b.client != nil {
+		b.client.applySets(h.sets)
+		b.settingsSQL = b.client.settingsSQL
+	}
+	b.pop()
+	if forward {
+		b.client.c.queue(b.capture)
+	}
+}
+
+func (b *backend) onError() {
+	body := b.capture[5:]
+	code, msg := errorFields(body)
+	h := b.headOp()
+	if h == nil {
+		// An error outside any request: the server is going away (e.g. 57P01 on shutdown).
+		if s := b.client; s != nil {
+			s.c.queue(b.capture)
+		}
+		b.fail(msg, code)
+		return
+	}
+	h.errored = true
+	b.copyIn = false
+	switch {
+	case h.poison && code == "42601" && strings.Contains(msg, poisonSQL):
+		if s := b.client; s != nil {
+			s.c.queue(appendError(nil, "ERROR", h.code, h.msg))
+		}
+	case h.swallow:
+		if b.setupErr == "" {
+			b.setupErr = code + " " + msg
+		}
+		b.e.log.Warn("backend setup statement failed", zap.Uint32("backend_pid", b.pid), zap.String("sqlstate", code), zap.String("error", msg))
+	case b.client != nil:
+		b.client.c.queue(b.capture)
+	}
+	if h.kind == opQuery || h.kind == opSync {
+		return // ReadyForQuery follows
+	}
+	// The failed request and every extended-protocol message up to the next Sync, which the server now
+	// skips, leave no trace: statements they would have prepared or closed stay as they were.
+	for b.head < len(b.ops) && b.ops[b.head].kind != opSync && b.ops[b.head].kind != opQuery {
+		o := &b.ops[b.head]
+		switch {
+		case o.kind == opParse && o.stmt != 0:
+			b.removePrepared(o.stmt)
+			if !o.swallow && b.client != nil {
+				b.client.forgetFailedParse(o.name, o.stmt)
+			}
+		case o.kind == opClose && o.stmt != 0:
+			b.keepPrepared(o.stmt)
+		}
+		b.ops[b.head] = op{}
+		b.head++
+	}
+}
+
+// onParameterStatus keeps the proxy's parser in step with the server's: a backend that reports a
+// client-only encoding, standard_conforming_strings off, or another session authorization or superuser
+// status has escaped the guard and is closed.
+func (b *backend) onParameterStatus() {
+	name, rest, ok := cstring(b.capture[5:])
+	if !ok {
+		b.fail("protocol violation from server: bad ParameterStatus", "08P01")
+		return
+	}
+	value, _, _ := cstring(rest)
+	bad := ""
+	switch name {
+	case "standard_conforming_strings":
+		if value != "on" {
+			bad = "standard_conforming_strings is " + value
+		}
+	case "client_encoding":
+		if policy.IsClientOnlyEncoding(value) {
+			bad = "client_encoding is " + value
+		}
+	case "session_authorization":
+		if value != b.e.cfg.PoolRole && b.e.cfg.PoolRole != "" {
+			bad = "session_authorization changed to " + value
+		}
+		return // never shown to clients: they see their own user name
+	case "is_superuser":
+		if value != "off" {
+			bad = "is_superuser is " + value
+		}
+		return
+	}
+	if bad != "" {
+		b.e.tripwire(b, bad)
+		return
+	}
+	h := b.headOp()
+	if b.client != nil && (h == nil || !h.swallow) {
+		b.client.c.queue(b.capture)
+	}
+}
+
+// queueQuery writes a simple Query the relay itself sends; its replies are swallowed.
+func (b *backend) queueQuery(sql string) {
+	b.c.setBuf(appendQuery(b.c.buf(), sql))
+	b.push(op{kind: opQuery, swallow: true})
+	b.unnamedSeq++
+}
+
+// afterReplies decides, once a read's replies are handled, whether the lease ends.
+func (b *backend) afterReplies() {
+	if b.c.closed || !b.opsEmpty() {
+		return
+	}
+	switch b.state {
+	case beLeased:
+		if s := b.client; s != nil {
+			s.onBackendIdle()
+		}
+	case beReset:
+		b.e.continueReset(b)
+	}
+}
+
+// fail closes the backend after an error; its client, if any, gets a FATAL error and is closed.
+func (b *backend) fail(reason, code string) {
+	if b.c.closed {
+		return
+	}
+	if s := b.detach(); s != nil {
+		if code == "" {
+			code = "08006"
+		}
+		s.fatal(code, "tenantproxy: the server connection was lost: "+reason)
+	}
+	b.close(reason)
+}
+
+// close terminates the server connection and tells the pool.
+func (b *backend) close(reason string) {
+	if b.c.closed {
+		return
+	}
+	b.c.send([]byte{msgTerminate, 0, 0, 0, 4})
+	b.c.close()
+	b.e.backendClosed(b, reason)
+}

@@ -1,0 +1,493 @@
+package session
+
+import (
+	"fmt"
+	"strconv"
+
+	"go.uber.org/zap"
+)
+
+// Prepared statements. A client's named statements live on the server under a name the relay chooses:
+// "tp" and an id interned from (tenant, query text, parameter types), compared in full, never by hash.
+// The same id is shared by every client of one tenant that prepares the same text, so a statement is
+// parsed once per backend, and a tenant's statement is never bound for another tenant. A backend that
+// lacks a statement gets the Parse replayed ahead of the Bind or Describe, its reply swallowed; Close of a
+// named statement is answered by the relay and the server copy stays cached, bounded by a per-backend LRU.
+
+// stmt is one of a client's prepared statements (named, or the unnamed one).
+type stmt struct {
+	id    uint64 // 0 for the unnamed statement
+	query string
+	types []byte // the Parse message's parameter type section: int16 count, then int32 OIDs
+	// sets are tracked settings the statement changes when executed (a SET sent as a prepared statement).
+	sets []Setting
+	// emul is set when the relay answers the statement itself (DEALLOCATE ALL, DISCARD ALL, RESET ALL).
+	emul Emulation
+}
+
+type stmtKey struct {
+	tenant, query, types string
+}
+
+type stmtEntry struct {
+	id   uint64
+	refs int
+}
+
+// stmtID returns the interned id of a statement, counting a reference.
+func (e *Engine) stmtID(tenant, query string, types []byte) uint64 {
+	k := stmtKey{tenant, query, string(types)}
+	if en, ok := e.stmtIDs[k]; ok {
+		en.refs++
+		return en.id
+	}
+	e.nextStmt++
+	e.stmtIDs[k] = &stmtEntry{id: e.nextStmt, refs: 1}
+	return e.nextStmt
+}
+
+// stmtUnref drops a client's reference to a statement.
+func (e *Engine) stmtUnref(tenant string, st *stmt) {
+	k := stmtKey{tenant, st.query, string(st.types)}
+	if en, ok := e.stmtIDs[k]; ok {
+		en.refs--
+		if en.refs <= 0 {
+			delete(e.stmtIDs, k)
+		}
+	}
+}
+
+func appendStmtName(b []byte, id uint64) []byte {
+	b = append(b, 't', 'p')
+	b = strconv.AppendUint(b, id, 10)
+	return append(b, 0)
+}
+
+// parse handles a Parse message.
+func (s *Session) parse(msg []byte) bool {
+	name, rest, ok := cstring(msg[5:])
+	query, types, ok2 := cstring(rest)
+	if !ok || !ok2 || len(types) < 2 || len(types) != 2+4*int(uint16(types[0])<<8|uint16(types[1])) {
+		s.fatal("08P01", "tenantproxy: malformed Parse message")
+		return true
+	}
+	v := s.check(query, true)
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
+	if v.Refused {
+		s.refuse(opParse, v.Code, v.Message)
+		return true
+	}
+	if v.Pin != "" {
+		s.pinFor(v.Pin)
+	}
+	b := s.be
+	if name != "" {
+		if _, exists := s.stmts[name]; exists {
+			s.refuse(opParse, "42P05", fmt.Sprintf("prepared statement %q already exists", name))
+			return true
+		}
+	}
+	st := &stmt{query: query, types: append([]byte(nil), types...), sets: v.Sets, emul: v.Emulate}
+	if st.emul != EmulateNone {
+		// Answered by the relay at Execute; the server never sees it.
+		s.keepStmt(name, st)
+		b.pushSynthetic(parseComplete)
+		return true
+	}
+	if name == "" {
+		s.unnamed = st
+		b.c.queue(msg)
+		b.push(op{kind: opParse})
+		b.unnamedSeq++
+		s.unnamedOn, s.unnamedSeq = b, b.unnamedSeq
+		return true
+	}
+	st.id = s.e.stmtID(s.tenant.Name, query, types)
+	s.keepStmt(name, st)
+	if b.hasPrepared(st.id) {
+		s.e.m.prepHit.Inc()
+		b.touch(st.id)
+		b.pushSynthetic(parseComplete)
+		return true
+	}
+	s.e.m.prepMiss.Inc()
+	s.sendParse(b, st, name)
+	return true
+}
+
+// keepStmt records a statement under the client's name ("" for the unnamed statement).
+func (s *Session) keepStmt(name string, st *stmt) {
+	if name == "" {
+		s.unnamed = st
+		return
+	}
+	if s.stmts == nil {
+		s.stmts = make(map[string]*stmt)
+	}
+	s.stmts[name] = st
+}
+
+var (
+	parseComplete = []byte{msgParseComplete, 0, 0, 0, 4}
+	bindComplete  = []byte{msgBindComplete, 0, 0, 0, 4}
+	closeComplete = []byte{msgCloseComplete, 0, 0, 0, 4}
+	noData        = []byte{msgNoData, 0, 0, 0, 4}
+	noParams      = []byte{msgParamDesc, 0, 0, 0, 6, 0, 0}
+)
+
+// sendParse writes Parse for st under its server name and records it as prepared on b. name is the
+// client's name for it, or "" for a replay whose reply the client must not see.
+func (s *Session) sendParse(b *backend, st *stmt, name string) {
+	m, start := beginMsg(b.c.buf(), msgParse)
+	m = appendStmtName(m, st.id)
+	m = appendCString(m, st.query)
+	m = append(m, st.types...)
+	b.c.setBuf(endMsg(m, start))
+	b.push(op{kind: opParse, stmt: st.id, name: name, swallow: name == ""})
+	b.addPrepared(st.id)
+}
+
+// ensurePrepared makes sure b has st: a named statement's Parse is replayed when b lacks it, the unnamed
+// statement's when another Parse or a simple Query destroyed it since.
+func (s *Session) ensurePrepared(b *backend, st *stmt) {
+	if st.id == 0 {
+		if s.unnamedOn == b && s.unnamedSeq == b.unnamedSeq {
+			return
+		}
+		m, start := beginMsg(b.c.buf(), msgParse)
+		m = append(m, 0)
+		m = appendCString(m, st.query)
+		m = append(m, st.types...)
+		b.c.setBuf(endMsg(m, start))
+		b.push(op{kind: opParse, swallow: true})
+		b.unnamedSeq++
+		s.unnamedOn, s.unnamedSeq = b, b.unnamedSeq
+		s.e.m.prepReplay.Inc()
+		return
+	}
+	if b.hasPrepared(st.id) {
+		b.touch(st.id)
+		return
+	}
+	s.e.m.prepReplay.Inc()
+	s.sendParse(b, st, "")
+}
+
+// lookupStmt finds a statement by the client's name, or refuses the message as PostgreSQL would. A client
+// never reaches an unnamed statement that it did not parse itself.
+func (s *Session) lookupStmt(name string) *stmt {
+	if name == "" {
+		if s.unnamed != nil {
+			return s.unnamed
+		}
+		s.refuse(opParse, "26000", "unnamed prepared statement does not exist")
+		return nil
+	}
+	if st := s.stmts[name]; st != nil {
+		return st
+	}
+	s.refuse(opParse, "26000", fmt.Sprintf("prepared statement %q does not exist", name))
+	return nil
+}
+
+// bind handles Bind, rewriting a named statement to its server name.
+func (s *Session) bind(msg []byte) bool {
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
+	portal, rest, ok := cstring(msg[5:])
+	name, tail, ok2 := cstring(rest)
+	if !ok || !ok2 {
+		s.fatal("08P01", "tenantproxy: malformed Bind message")
+		return true
+	}
+	b := s.be
+	st := s.lookupStmt(name)
+	if st == nil {
+		return true
+	}
+	if st.emul != EmulateNone || len(st.sets) > 0 {
+		if s.portals == nil {
+			s.portals = make(map[string]*stmt)
+		}
+		s.portals[portal] = st
+	} else if s.portals != nil {
+		delete(s.portals, portal)
+	}
+	if st.emul != EmulateNone {
+		b.pushSynthetic(bindComplete)
+		return true
+	}
+	s.ensurePrepared(b, st)
+	if st.id == 0 {
+		b.c.queue(msg)
+	} else {
+		m, start := beginMsg(b.c.buf(), msgBind)
+		m = appendCString(m, portal)
+		m = appendStmtName(m, st.id)
+		m = append(m, tail...)
+		b.c.setBuf(endMsg(m, start))
+	}
+	b.push(op{kind: opBind})
+	return true
+}
+
+// describe handles Describe of a statement or a portal.
+func (s *Session) describe(msg []byte) bool {
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
+	body := msg[5:]
+	if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
+		s.fatal("08P01", "tenantproxy: malformed Describe message")
+		return true
+	}
+	name, _, ok := cstring(body[1:])
+	if !ok {
+		s.fatal("08P01", "tenantproxy: malformed Describe message")
+		return true
+	}
+	b := s.be
+	if body[0] == 'P' {
+		if st := s.portals[name]; st != nil && st.emul != EmulateNone {
+			b.pushSynthetic(noData)
+			return true
+		}
+		b.c.queue(msg)
+		b.push(op{kind: opDescribePortal})
+		return true
+	}
+	st := s.lookupStmt(name)
+	if st == nil {
+		return true
+	}
+	if st.emul != EmulateNone {
+		b.pushSynthetic(append(append([]byte(nil), noParams...), noData...))
+		return true
+	}
+	s.ensurePrepared(b, st)
+	if st.id == 0 {
+		b.c.queue(msg)
+	} else {
+		m, start := beginMsg(b.c.buf(), msgDescribe)
+		m = append(m, 'S')
+		m = appendStmtName(m, st.id)
+		b.c.setBuf(endMsg(m, start))
+	}
+	b.push(op{kind: opDescribeStmt})
+	return true
+}
+
+// execute handles Execute: a portal of an emulated statement is answered by the relay, a portal of a
+// SET has its settings tracked once the server completes it.
+func (s *Session) execute(msg []byte) bool {
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
+	portal, _, ok := cstring(msg[5:])
+	if !ok {
+		s.fatal("08P01", "tenantproxy: malformed Execute message")
+		return true
+	}
+	o := op{kind: opExecute}
+	if st := s.portals[portal]; st != nil {
+		if st.emul != EmulateNone {
+			s.e.m.emulated.Inc()
+			s.be.pushSynthetic(appendCommandComplete(nil, s.emulateEffect(st.emul)))
+			return true
+		}
+		o.sets = st.sets
+	}
+	s.be.c.queue(msg)
+	s.be.push(o)
+	return true
+}
+
+// closeMsg handles Close: a named statement is forgotten by the relay and answered locally.
+func (s *Session) closeMsg(msg []byte) bool {
+	body := msg[5:]
+	if len(body) < 2 {
+		s.fatal("08P01", "tenantproxy: malformed Close message")
+		return true
+	}
+	name, _, ok := cstring(body[1:])
+	if !ok {
+		s.fatal("08P01", "tenantproxy: malformed Close message")
+		return true
+	}
+	if body[0] == 'S' && name != "" {
+		if st := s.stmts[name]; st != nil {
+			delete(s.stmts, name)
+			if st.id != 0 {
+				s.e.stmtUnref(s.tenant.Name, st)
+			}
+		}
+		if s.be == nil {
+			s.c.queue(closeComplete)
+			return true
+		}
+		s.unsynced = true
+		s.be.pushSynthetic(closeComplete)
+		return true
+	}
+	if body[0] == 'S' && s.unnamed != nil && s.unnamed.emul != EmulateNone {
+		s.unnamed = nil
+		if s.be == nil {
+			s.c.queue(closeComplete)
+			return true
+		}
+		s.unsynced = true
+		s.be.pushSynthetic(closeComplete)
+		return true
+	}
+	if body[0] == 'P' && s.portals != nil {
+		delete(s.portals, name)
+	}
+	return s.forwardExt(msg, opClose)
+}
+
+// forwardExt forwards an extended-protocol message that needs no rewriting.
+func (s *Session) forwardExt(msg []byte, kind opKind) bool {
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
+	s.be.c.queue(msg)
+	s.be.push(op{kind: kind})
+	return true
+}
+
+// forgetFailedParse drops the client's name for a statement whose Parse the server refused or skipped.
+func (s *Session) forgetFailedParse(name string, id uint64) {
+	if st := s.stmts[name]; st != nil && st.id == id && id != 0 {
+		delete(s.stmts, name)
+		s.e.stmtUnref(s.tenant.Name, st)
+	}
+}
+
+// dropStatements releases every statement reference the client holds.
+func (s *Session) dropStatements() {
+	for _, st := range s.stmts {
+		if st.id != 0 {
+			s.e.stmtUnref(s.tenant.Name, st)
+		}
+	}
+	s.stmts = nil
+	s.unnamed = nil
+	s.portals = nil
+}
+
+// pushSynthetic queues a reply of the relay's own, in order with the server's replies: it goes out as
+// soon as every reply due before it has.
+func (b *backend) pushSynthetic(msg []byte) {
+	b.push(op{kind: opSynthetic, synth: msg})
+	b.emitSynthetic()
+}
+
+// lruNode is an entry of a backend's prepared-statement LRU.
+type lruNode struct {
+	id         uint64
+	prev, next *lruNode
+}
+
+// lruList is a doubly linked list, most recently used first.
+type lruList struct {
+	head, tail *lruNode
+	n          int
+}
+
+func (l *lruList) pushFront(n *lruNode) {
+	n.prev, n.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = n
+	}
+	l.head = n
+	if l.tail == nil {
+		l.tail = n
+	}
+	l.n++
+}
+
+func (l *lruList) remove(n *lruNode) {
+	if n.prev != nil {
+		n.prev.next = n.next
+	} else {
+		l.head = n.next
+	}
+	if n.next != nil {
+		n.next.prev = n.prev
+	} else {
+		l.tail = n.prev
+	}
+	n.prev, n.next = nil, nil
+	l.n--
+}
+
+func (b *backend) hasPrepared(id uint64) bool {
+	_, ok := b.prepared[id]
+	return ok
+}
+
+func (b *backend) touch(id uint64) {
+	if n := b.prepared[id]; n != nil && b.lru.head != n {
+		b.lru.remove(n)
+		b.lru.pushFront(n)
+	}
+}
+
+// addPrepared records a statement as prepared on the server and evicts the least recently used one
+// beyond the limit, closing it on the server.
+func (b *backend) addPrepared(id uint64) {
+	if b.prepared == nil {
+		b.prepared = make(map[uint64]*lruNode)
+	}
+	if _, ok := b.prepared[id]; ok {
+		b.touch(id)
+		return
+	}
+	n := &lruNode{id: id}
+	b.prepared[id] = n
+	b.lru.pushFront(n)
+	for b.lru.n > b.e.cfg.MaxPreparedStatements && b.lru.tail != nil {
+		old := b.lru.tail
+		b.lru.remove(old)
+		delete(b.prepared, old.id)
+		m, start := beginMsg(b.c.buf(), msgClose)
+		m = append(m, 'S')
+		m = appendStmtName(m, old.id)
+		b.c.setBuf(endMsg(m, start))
+		b.push(op{kind: opClose, swallow: true, stmt: old.id})
+		b.e.m.prepEvict.Inc()
+		b.e.log.Debug("prepared statement evicted", zap.Uint32("backend_pid", b.pid), zap.Uint64("stmt", old.id))
+	}
+}
+
+// removePrepared forgets a statement whose Parse failed on the server.
+func (b *backend) removePrepared(id uint64) {
+	if n := b.prepared[id]; n != nil {
+		b.lru.remove(n)
+		delete(b.prepared, id)
+	}
+}
+
+// keepPrepared records again a statement whose eviction the server skipped after an error.
+func (b *backend) keepPrepared(id uint64) {
+	if _, ok := b.prepared[id]; ok {
+		return
+	}
+	n := &lruNode{id: id}
+	b.prepared[id] = n
+	b.lru.pushFront(n)
+}
+
+// forgetPrepared forgets every statement, after the server dropped them (DISCARD ALL).
+func (b *backend) forgetPrepared() {
+	b.prepared = nil
+	b.lru = lruList{}
+}

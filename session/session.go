@@ -1,0 +1,568 @@
+package session
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgident"
+)
+
+// sessState is where a client session is in its life. setState is the only place that changes it.
+type sessState uint8
+
+const (
+	stIdle    sessState = iota // attached, holding no backend
+	stWaiting                  // queued for a backend
+	stActive                   // holding a backend
+	stClosed                   // gone
+)
+
+func (s sessState) String() string {
+	return [...]string{"idle", "waiting", "active", "closed"}[s]
+}
+
+// trackedStartup lists the startup parameters a client may set; they are replayed on every lease.
+var trackedStartup = map[string]string{
+	"application_name": "application_name", "client_encoding": "client_encoding", "datestyle": "DateStyle",
+	"timezone": "TimeZone", "intervalstyle": "IntervalStyle", "extra_float_digits": "extra_float_digits",
+}
+
+// Session is one client connection on the loop.
+type Session struct {
+	e      *Engine
+	c      sock
+	info   ClientInfo
+	tenant *Tenant
+	log    *zap.Logger
+	pid    uint32
+	secret uint32
+	state  sessState
+	be     *backend
+
+	in        []byte // client bytes not yet handled
+	need      int    // bytes the partial message at the head of in needs
+	stalled   bool   // a local answer waits for the backend's replies to drain
+	unsynced  bool   // extended-protocol messages sent since the last Sync
+	pin       string // session state that keeps the backend with this client
+	waitSince time.Time
+	paused    bool // reading from the client is paused
+
+	startup     map[string][]string // tracked startup settings
+	settings    map[string][]string // tracked settings now
+	settingsSQL string              // SET statements replaying settings
+	stmts       map[string]*stmt    // protocol-level prepared statements by client name
+	unnamed     *stmt               // the client's unnamed statement
+	unnamedOn   *backend            // where it was last parsed
+	unnamedSeq  uint64              // that backend's unnamedSeq right after
+	portals     map[string]*stmt    // portals bound to statements with SETs or emulation
+	closeReason string
+}
+
+// setState moves the session to st and keeps the gauges right.
+func (s *Session) setState(st sessState) {
+	if s.state == stClosed {
+		panic(fmt.Sprintf("BUG: session %d: transition from closed to %s", s.pid, st))
+	}
+	s.state = st
+}
+
+func (s *Session) handleEvent(ev uint32) {
+	if s.state == stClosed {
+		return
+	}
+	if ev&evOut != 0 {
+		s.c.flush()
+		if s.c.err != nil {
+			s.gone("write to client: " + s.c.err.Error())
+			return
+		}
+		if b := s.be; b != nil && s.c.pending() < highWater && b.c.events&evIn == 0 {
+			b.c.setEvents(b.c.events | evIn)
+		}
+	}
+	if ev&(evIn|evErr) == 0 {
+		return
+	}
+	if s.paused && ev&evErr == 0 {
+		return
+	}
+	l := s.e.l
+	if len(s.in) == 0 {
+		n, err := s.c.read(l.rbuf)
+		if err != nil {
+			s.gone(err.Error())
+			return
+		}
+		if n == 0 {
+			return
+		}
+		data := l.rbuf[:n]
+		k := s.process(data)
+		if k < n && s.state != stClosed {
+			s.in = append(s.in[:0], data[k:]...)
+		}
+	} else {
+		if free := cap(s.in) - len(s.in); free < 4096 || free < s.need-len(s.in) {
+			want := len(s.in) + 16384
+			if s.need > want {
+				want = s.need
+			}
+			grown := make([]byte, len(s.in), want)
+			copy(grown, s.in)
+			s.in = grown
+		}
+		n, err := s.c.read(s.in[len(s.in):cap(s.in)])
+		if err != nil {
+			s.gone(err.Error())
+			return
+		}
+		s.in = s.in[:len(s.in)+n]
+		s.consumeIn()
+	}
+	s.flushAll()
+}
+
+// consumeIn handles what it can of the buffered client bytes.
+func (s *Session) consumeIn() {
+	if len(s.in) == 0 || s.state == stClosed {
+		return
+	}
+	k := s.process(s.in)
+	if s.state == stClosed {
+		return
+	}
+	rest := copy(s.in, s.in[k:])
+	s.in = s.in[:rest]
+	if rest == 0 && cap(s.in) > 64<<10 {
+		s.in = nil
+	}
+}
+
+// flushAll writes what the session queued for its backend and for itself, and applies backpressure.
+func (s *Session) flushAll() {
+	if b := s.be; b != nil && !b.c.closed {
+		b.c.flush()
+		if b.c.err != nil {
+			b.fail("write to server: "+b.c.err.Error(), "08006")
+		}
+	}
+	if s.state == stClosed {
+		return
+	}
+	s.c.flush()
+	if s.c.err != nil {
+		s.gone("write to client: " + s.c.err.Error())
+		return
+	}
+	// Stop reading while blocked or while the backend cannot take more: memory stays bounded.
+	blocked := s.state == stWaiting || s.stalled || (s.be != nil && s.be.c.pending() >= highWater)
+	s.pauseReading(blocked && len(s.in) > 0)
+}
+
+func (s *Session) pauseReading(p bool) {
+	if p == s.paused {
+		return
+	}
+	s.paused = p
+	if p {
+		s.c.setEvents(s.c.events &^ evIn)
+	} else {
+		s.c.setEvents(s.c.events | evIn)
+	}
+}
+
+// resumeReading is called when the backend has drained its output.
+func (s *Session) resumeReading() {
+	if s.state != stClosed && s.state != stWaiting && !s.stalled {
+		s.consumeIn()
+		s.flushAll()
+		if s.state != stClosed {
+			s.pauseReading(false)
+		}
+	}
+}
+
+// process handles complete messages in data and returns how many bytes it consumed.
+func (s *Session) process(data []byte) int {
+	off := 0
+	max := s.e.cfg.MaxMessageSize
+	for s.state != stClosed && s.state != stWaiting && !s.stalled {
+		if len(data)-off < 5 {
+			s.need = 5
+			return off
+		}
+		t := data[off]
+		length := int(binary.BigEndian.Uint32(data[off+1:]))
+		if length < 4 {
+			s.fatal("08P01", "tenantproxy: invalid message length")
+			return off
+		}
+		if length > max {
+			s.fatal("08P01", fmt.Sprintf("tenantproxy: message of %d bytes exceeds the limit of %d ([listen] max_message_size)", length, max))
+			return off
+		}
+		if len(data)-off < 1+length {
+			s.need = 1 + length
+			return off
+		}
+		if !s.handle(t, data[off:off+1+length]) {
+			return off
+		}
+		off += 1 + length
+	}
+	return off
+}
+
+// handle acts on one complete client message. It returns false when the message must wait (for a
+// backend, or for in-flight replies); the message then stays buffered.
+func (s *Session) handle(t byte, msg []byte) bool {
+	body := msg[5:]
+	switch t {
+	case msgTerminate:
+		s.closeReason = "client terminated"
+		s.terminate()
+		return true
+	case msgQuery:
+		sql, _, ok := cstring(body)
+		if !ok {
+			s.fatal("08P01", "tenantproxy: malformed Query message")
+			return true
+		}
+		return s.query(sql, msg)
+	case msgFunctionCall:
+		if !s.ensureLease() {
+			return false
+		}
+		s.refuse(opQuery, "42501", "tenantproxy: the FunctionCall protocol message is not allowed: it can call any function by its OID, around the statement guard")
+		return true
+	case msgParse:
+		return s.parse(msg)
+	case msgBind:
+		return s.bind(msg)
+	case msgDescribe:
+		return s.describe(msg)
+	case msgClose:
+		return s.closeMsg(msg)
+	case msgExecute:
+		return s.execute(msg)
+	case msgSync:
+		if !s.ensureLease() {
+			return false
+		}
+		s.be.c.queue(msg)
+		s.be.push(op{kind: opSync})
+		s.unsynced = false
+		return true
+	case msgFlush:
+		if s.be != nil {
+			s.be.c.queue(msg)
+		}
+		return true
+	case msgCopyData, msgCopyDone, msgCopyFail:
+		// Outside COPY PostgreSQL ignores these; so does the relay when no backend is leased.
+		if s.be != nil {
+			s.be.c.queue(msg)
+		}
+		return true
+	default:
+		s.fatal("08P01", fmt.Sprintf("tenantproxy: invalid frontend message type %q", t))
+		return true
+	}
+}
+
+func (s *Session) query(sql string, msg []byte) bool {
+	v := s.check(sql, false)
+	if v.Emulate != EmulateNone && !v.Refused {
+		if s.be != nil && !s.be.opsEmpty() {
+			s.stalled = true
+			return false
+		}
+		if s.be != nil && s.be.status != txIdle {
+			// Inside a transaction block PostgreSQL refuses DISCARD ALL; let the server say so.
+			if v.Emulate == EmulateDiscardAll {
+				s.be.c.queue(msg)
+				s.be.push(op{kind: opQuery})
+				return true
+			}
+		}
+		s.emulate(v.Emulate)
+		return true
+	}
+	if !s.ensureLease() {
+		return false
+	}
+	if v.Refused {
+		s.refuse(opQuery, v.Code, v.Message)
+		return true
+	}
+	if v.Pin != "" {
+		s.pinFor(v.Pin)
+	}
+	s.be.c.queue(msg)
+	s.be.push(op{kind: opQuery, sets: v.Sets})
+	s.be.unnamedSeq++
+	return true
+}
+
+// refuse sends the poison statement in place of a refused one; its error becomes the refusal.
+func (s *Session) refuse(kind opKind, code, message string) {
+	b := s.be
+	s.tenant.counters.refused.Inc()
+	s.e.audit("statement refused", s, zap.String("sqlstate", code), zap.String("reason", message))
+	if kind == opQuery {
+		b.c.setBuf(appendQuery(b.c.buf(), poisonSQL))
+		b.unnamedSeq++
+	} else {
+		m, st := beginMsg(b.c.buf(), msgParse)
+		m = appendCString(m, poisonStmt)
+		m = appendCString(m, poisonSQL)
+		m = append(m, 0, 0)
+		b.c.setBuf(endMsg(m, st))
+		s.unsynced = true
+	}
+	b.push(op{kind: kind, poison: true, code: code, msg: message})
+}
+
+// emulate answers DISCARD ALL, RESET ALL and DEALLOCATE ALL sent as a simple query, without the server.
+func (s *Session) emulate(e Emulation) {
+	status := byte(txIdle)
+	if s.be != nil {
+		status = s.be.status
+	}
+	s.e.m.emulated.Inc()
+	tag := s.emulateEffect(e)
+	s.c.setBuf(appendReady(appendCommandComplete(s.c.buf(), tag), status))
+}
+
+// emulateEffect resets what the client itself set and keeps the tenant context; it returns the command
+// tag PostgreSQL would send.
+func (s *Session) emulateEffect(e Emulation) string {
+	switch e {
+	case EmulateDiscardAll:
+		s.resetSettings()
+		s.dropStatements()
+		return "DISCARD ALL"
+	case EmulateResetAll:
+		s.resetSettings()
+		return "RESET"
+	case EmulateDeallocateAll:
+		s.dropStatements()
+		return "DEALLOCATE ALL"
+	}
+	panic(fmt.Sprintf("BUG: emulation %d", e))
+}
+
+func (s *Session) check(sql string, parse bool) Verdict {
+	if g := s.e.cfg.Guard; g != nil {
+		return g.Check(sql, s.info.Profile, s.tenant, parse)
+	}
+	return Verdict{}
+}
+
+// pinFor keeps the backend with this client: the statement leaves state that outlives the transaction.
+func (s *Session) pinFor(what string) {
+	if s.pin == "" && s.e.cfg.Mode == "transaction" {
+		s.log.Info("session pinned to its backend", zap.String("state", what))
+	}
+	if s.pin == "" {
+		s.pin = what
+	}
+	if s.be != nil {
+		s.be.needReset = true
+	}
+}
+
+// ensureLease makes sure the session holds a backend; false means it now waits in the queue.
+func (s *Session) ensureLease() bool {
+	if s.be != nil {
+		return true
+	}
+	if s.state == stWaiting {
+		return false
+	}
+	if s.tenant.Suspended {
+		s.fatal("57P01", fmt.Sprintf("tenantproxy: tenant %q is suspended", s.tenant.Name))
+		return false
+	}
+	if b := s.e.pool.acquire(s); b != nil {
+		s.granted(b, false)
+		return true
+	}
+	s.setState(stWaiting)
+	s.waitSince = s.e.l.now
+	return false
+}
+
+// granted gives the session a backend; later is true when it had to wait for it.
+func (s *Session) granted(b *backend, later bool) {
+	s.be = b
+	b.client = s
+	b.state = beLeased
+	s.tenant.active++
+	s.setState(stActive)
+	if later {
+		s.e.m.LeaseWait.Observe(s.e.l.now.Sub(s.waitSince).Seconds())
+	} else {
+		s.e.m.LeaseWait.Observe(0)
+	}
+	s.e.leased++
+	if b.ctx != s.tenant.SetupSQL || b.settingsSQL != s.settingsSQL {
+		s.applyContext(b)
+	}
+	if s.pin != "" {
+		b.needReset = true
+	}
+	if later {
+		s.consumeIn()
+		s.flushAll()
+	}
+}
+
+// applyContext writes the tenant context and the client's settings ahead of the client's own messages.
+// A different tenant's context is dropped by a separate RESET ROLE first: should the setup statement
+// fail, the backend is left as the pool role, which can read nothing, never as the previous tenant.
+func (s *Session) applyContext(b *backend) {
+	out := b.c.buf()
+	if b.ctx != "" && b.ctx != s.tenant.SetupSQL {
+		out = appendQuery(out, "RESET ROLE")
+		b.push(op{kind: opQuery, swallow: true})
+	}
+	b.unnamedSeq++
+	m, st := beginMsg(out, msgQuery)
+	m = append(m, "RESET ALL; "...)
+	m = append(m, s.tenant.SetupSQL...)
+	m = append(m, "; "...)
+	m = append(m, s.settingsSQL...)
+	m = append(m, 0)
+	b.c.setBuf(endMsg(m, st))
+	b.push(op{kind: opQuery, swallow: true})
+	b.ctx = s.tenant.SetupSQL
+	b.settingsSQL = s.settingsSQL
+	b.setupErr = ""
+	s.e.m.Switches.Inc()
+}
+
+// onBackendIdle runs when every reply the backend owed has arrived.
+func (s *Session) onBackendIdle() {
+	b := s.be
+	if s.stalled {
+		s.stalled = false
+	}
+	if s.e.cfg.Mode == "transaction" && b.status == txIdle && !s.unsynced && s.pin == "" {
+		s.release()
+		if s.e.draining && len(s.in) == 0 {
+			s.fatal("57P01", "tenantproxy: the proxy is shutting down")
+			return
+		}
+	}
+	s.consumeIn()
+	s.flushAll()
+}
+
+// release ends the lease and hands the backend back to the pool.
+func (s *Session) release() {
+	b := s.be
+	s.be = nil
+	b.client = nil
+	s.tenant.active--
+	s.tenant.counters.tx.Inc()
+	s.e.leased--
+	s.setState(stIdle)
+	s.e.pool.put(b)
+}
+
+// gone handles a client that disappeared.
+func (s *Session) gone(reason string) {
+	if s.closeReason == "" {
+		s.closeReason = reason
+	}
+	s.terminate()
+}
+
+// fatal sends a FATAL error and closes the session.
+func (s *Session) fatal(code, message string) {
+	if s.state == stClosed {
+		return
+	}
+	if s.closeReason == "" {
+		s.closeReason = code + " " + message
+	}
+	s.c.send(appendError(nil, "FATAL", code, message))
+	s.terminate()
+}
+
+// terminate closes the client and hands its backend, if any, to the reset path.
+func (s *Session) terminate() {
+	if s.state == stClosed {
+		return
+	}
+	if s.state == stWaiting {
+		s.e.pool.unqueue(s)
+	}
+	if b := s.be; b != nil {
+		s.be = nil
+		b.client = nil
+		s.tenant.active--
+		if s.e.cfg.Mode == "session" {
+			b.needReset = true
+		}
+		s.e.clientLeft(b, s.unsynced)
+	}
+	s.c.flush()
+	s.c.close()
+	s.state = stClosed
+	s.e.sessionClosed(s)
+}
+
+// resetSettings returns tracked settings to the client's startup values.
+func (s *Session) resetSettings() {
+	s.settings = make(map[string][]string, len(s.startup))
+	for k, v := range s.startup {
+		s.settings[k] = v
+	}
+	s.rebuildSettingsSQL()
+}
+
+// applySets records settings the client changed with SET or RESET, once the server accepted them.
+func (s *Session) applySets(sets []Setting) {
+	for _, st := range sets {
+		name := strings.ToLower(st.Name)
+		if st.Reset {
+			if v, ok := s.startup[name]; ok {
+				s.settings[name] = v
+			} else {
+				delete(s.settings, name)
+			}
+			continue
+		}
+		s.settings[name] = st.Values
+	}
+	s.rebuildSettingsSQL()
+}
+
+func (s *Session) rebuildSettingsSQL() {
+	names := make([]string, 0, len(s.settings))
+	for k := range s.settings {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var sb strings.Builder
+	for _, k := range names {
+		sb.WriteString("SET ")
+		sb.WriteString(pgident.Quote(k))
+		sb.WriteString(" TO ")
+		for i, v := range s.settings[k] {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			sb.WriteString(pgident.QuoteLiteral(v))
+		}
+		sb.WriteString("; ")
+	}
+	s.settingsSQL = sb.String()
+}

@@ -1,0 +1,127 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+var errEOF = errors.New("connection closed by peer")
+
+// Tenant is what the relay knows of a tenant: its names and the setup SQL that puts a backend in its
+// context. A Tenant is immutable once handed to the Engine; a reload hands over new values.
+type Tenant struct {
+	Name   string
+	Schema string
+	// SetupSQL sets role, search_path and the tenant setting, e.g.
+	// `SET ROLE "tenant_acme"; SET search_path TO "acme", "public"; SET tenantproxy.tenant TO 'acme'`.
+	SetupSQL string
+	// AllowedSchemas are the schemas a client of this tenant may put on its search_path.
+	AllowedSchemas []string
+	// Suspended tenants get no new leases.
+	Suspended bool
+
+	// The fields below belong to the loop.
+	active   int        // backends leased by this tenant's sessions now
+	waiters  []*Session // FIFO of sessions waiting for a backend
+	inRing   bool       // listed in the pool's ring of tenants with waiters
+	counters *tenantCounters
+}
+
+// ClientInfo is what the front door learned about a client before handing it to the Engine.
+type ClientInfo struct {
+	User    string
+	Tenant  string
+	Profile string
+	Addr    string
+	TLS     bool
+	// Params are the client's startup parameters that the relay tracks and applies on every lease
+	// (application_name, client_encoding, DateStyle, TimeZone, IntervalStyle, extra_float_digits).
+	Params map[string]string
+	// Opened is when the client connected.
+	Opened time.Time
+}
+
+// BackendConn is a freshly authenticated server connection handed to the Engine: a raw non-blocking fd
+// that the Engine now owns.
+type BackendConn struct {
+	Fd     int
+	PID    uint32
+	Secret []byte
+	// Params are the ParameterStatus values the server reported at login.
+	Params map[string]string
+}
+
+// Dialer opens backend connections as the pool role.
+type Dialer interface {
+	Dial(ctx context.Context) (*BackendConn, error)
+	// Cancel asks the server to cancel the query running on the backend with this pid and secret.
+	Cancel(ctx context.Context, pid uint32, secret []byte) error
+}
+
+// Emulation names a statement the relay answers itself.
+type Emulation uint8
+
+// Emulations.
+const (
+	EmulateNone Emulation = iota
+	// EmulateDiscardAll resets the client's own tracked state and keeps the tenant context.
+	EmulateDiscardAll
+	// EmulateResetAll resets the client's tracked settings to its startup values.
+	EmulateResetAll
+	// EmulateDeallocateAll forgets the client's protocol-level prepared statements.
+	EmulateDeallocateAll
+)
+
+// Setting is a session setting set with plain SET (or RESET) that the relay tracks and replays.
+type Setting struct {
+	Name   string
+	Values []string // unquoted; several for list settings such as search_path
+	Reset  bool
+}
+
+// Verdict is what the statement guard decided about one Query or Parse message.
+type Verdict struct {
+	Refused bool
+	Code    string // SQLSTATE of the refusal
+	Message string
+	// Emulate is set when the relay answers the statement itself.
+	Emulate Emulation
+	// Pin is non-empty when the statement leaves session state that outlives its transaction (temp
+	// table, WITH HOLD cursor, LISTEN, session advisory lock, SQL PREPARE): the backend then stays with
+	// the client (transaction pooling) until the client leaves. It names the state.
+	Pin string
+	// Sets are the tracked settings the statement changes, applied once it succeeds.
+	Sets []Setting
+}
+
+// Guard classifies statements before they reach a shared backend.
+type Guard interface {
+	Check(sql string, profile string, t *Tenant, parse bool) Verdict
+}
+
+// Config configures an Engine.
+type Config struct {
+	// Mode is "transaction" or "session".
+	Mode              string
+	PoolSize          int
+	TenantMaxBackends int
+	MaxClients        int
+	WaitTimeout       time.Duration
+	IdleTimeout       time.Duration
+	MaxLifetime       time.Duration
+	// QueryTimeout closes a leased backend that sends nothing for this long while a reply is due.
+	QueryTimeout          time.Duration
+	MaxMessageSize        int
+	MaxPreparedStatements int
+	// TripwireSampleRate is the fraction of tenant switches after which the backend's identity is checked.
+	TripwireSampleRate float64
+	// PoolRole is the role backends log in as, used by the tripwire.
+	PoolRole string
+	Dialer   Dialer
+	Guard    Guard
+	Logger   *zap.Logger
+	Metrics  *Metrics
+}
