@@ -52,10 +52,10 @@ const poisonStmt = "tenantproxy_poison"
 type beState uint8
 
 const (
-	beIdle    beState = iota // in the pool
-	beLeased                 // serving a session
-	beReset                  // finishing or resetting after its client left
-	beClosed                 // gone
+	beIdle   beState = iota // in the pool
+	beLeased                // serving a session
+	beReset                 // finishing or resetting after its client left
+	beClosed                // gone
 )
 
 // backend is one server connection of the shared pool.
@@ -85,17 +85,17 @@ type backend struct {
 	action  uint8
 	capture []byte
 
-	created   time.Time
-	lastUsed  time.Time
-	lastRecv  time.Time
-	copyIn    bool // the server waits for COPY data
+	created  time.Time
+	lastUsed time.Time
+	lastRecv time.Time
+	copyIn   bool // the server waits for COPY data
 	// unnamedSeq counts what destroys the server's unnamed statement (a Parse of it, a simple Query):
 	// a session's unnamed statement is still there only if the count is what it was after its Parse.
 	unnamedSeq uint64
-	cancels   int  // cancel requests in flight
-	heldBack  bool // released while a cancel was in flight
-	setupErr  string
-	needReset bool // session state may survive: reset before the next tenant
+	cancels    int  // cancel requests in flight
+	heldBack   bool // released while a cancel was in flight
+	setupErr   string
+	needReset  bool // session state may survive: reset before the next tenant
 }
 
 const (
