@@ -79,11 +79,15 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tenantproxy demo:", err)
 		return 1
 	}
-	steps := [][]string{{"init"}}
-	for _, t := range cfg.Tenants {
-		steps = append(steps, []string{"tenant", "create", t.Name, "--schema", t.Schema})
+	// init checks the tenants it knows of; they exist only after tenant create.
+	bare := *cfg
+	bare.Tenants = nil
+	say("$ tenantproxy init")
+	if code := tenants.Main(ctx, &bare, []string{"init"}, stdout, stderr); code != 0 {
+		return code
 	}
-	for _, step := range steps {
+	for _, t := range cfg.Tenants {
+		step := []string{"tenant", "create", t.Name, "--schema", t.Schema}
 		say("$ tenantproxy %s", joinArgs(step))
 		if code := tenants.Main(ctx, cfg, step, stdout, stderr); code != 0 {
 			return code
