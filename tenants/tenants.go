@@ -1,0 +1,187 @@
+// Package tenants is tenantproxy's tenant lifecycle: it provisions and hardens the shared PostgreSQL
+// server (init), verifies it (doctor), creates, suspends, resumes, drops, backs up and restores tenants,
+// rolls versioned migrations across every tenant schema, manages row-level security on shared tables, and
+// feeds the proxy the tenant catalog when [tenancy] catalog = "database".
+//
+// Every command connects as the [admin] role to [backend] host and port and the [admin] database, which
+// must be the database the proxy serves ([backend] database). Client traffic never uses that role.
+//
+// The catalog lives in the schema "tenantproxy", owned by the owner role:
+//
+//	tenantproxy.tenants(name, schema, status, created_at)      one row per tenant; status is active or suspended
+//	tenantproxy.migrations(tenant, version, name, checksum, applied_at)
+//
+// Migration rows of the shared schema carry an empty tenant name. Every change of a tenant's row is announced
+// with pg_notify on NotifyChannel in the same transaction.
+package tenants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantproxy/tenantproxy/config"
+	"github.com/tenantproxy/tenantproxy/internal/pgident"
+)
+
+// CatalogSchema is the schema holding the tenant catalog and the applied migrations.
+const CatalogSchema = "tenantproxy"
+
+// SharedSchema is the schema of tables shared by all tenants: [migrations] shared_dir is applied to it
+// once, and `rls` commands resolve unqualified table names in it.
+const SharedSchema = "shared"
+
+// NotifyChannel is the LISTEN/NOTIFY channel on which tenant create, suspend, resume, drop and restore
+// announce a change of the catalog. The payload is "<op> <tenant>", for example "create acme".
+const NotifyChannel = "tenantproxy_catalog"
+
+// PolicyName is the row-level security policy that `rls enable` puts on a shared table.
+const PolicyName = "tenant_isolation"
+
+// Status values of a tenant in the catalog.
+const (
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+)
+
+// Advisory lock keys. migrateLockKey is held (session level) by one `migrate up` at a time; the others are
+// transaction-level keys (class, id) that serialize work on one tenant or on the whole setup.
+const (
+	migrateLockKey  int64 = 0x74705f6d69677261 // "tp_migra"
+	lockClassTenant int32 = 0x74705f74         // "tp_t", paired with hashtext(tenant name)
+	lockClassInit   int32 = 0x74705f69         // "tp_i", paired with 0
+)
+
+// querier is what both *pgx.Conn and pgx.Tx offer.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// tenantRef is one tenant as the lifecycle sees it.
+type tenantRef struct {
+	Name   string
+	Schema string
+	Role   string
+	Status string
+}
+
+func newTenantRef(cfg *config.Config, name, schema, status string) tenantRef {
+	return tenantRef{Name: name, Schema: schema, Role: cfg.TenantRole(name, schema), Status: status}
+}
+
+// connString builds a keyword/value connection string; every value is quoted.
+func connString(cfg *config.Config, database, user, password, appName string) string {
+	kv := [][2]string{
+		{"host", cfg.Backend.Host},
+		{"port", fmt.Sprint(cfg.Backend.Port)},
+		{"dbname", database},
+		{"user", user},
+		{"application_name", appName},
+	}
+	if password != "" {
+		kv = append(kv, [2]string{"password", password})
+	}
+	var b strings.Builder
+	for _, p := range kv {
+		b.WriteString(p[0])
+		b.WriteString("='")
+		b.WriteString(strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(p[1]))
+		b.WriteString("' ")
+	}
+	return b.String()
+}
+
+// connectAdmin opens a connection to database (the [admin] database when empty) as the admin role.
+func connectAdmin(ctx context.Context, cfg *config.Config, database string) (*pgx.Conn, error) {
+	if database == "" {
+		database = cfg.Admin.Database
+	}
+	cc, err := pgx.ParseConfig(connString(cfg, database, cfg.Admin.User, cfg.AdminPassword(), "tenantproxy-admin"))
+	if err != nil {
+		return nil, fmt.Errorf("admin connection settings: %w", err)
+	}
+	cc.ConnectTimeout = cfg.Backend.ConnectTimeout.Duration
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d database %q as admin role %q: %w",
+			cfg.Backend.Host, cfg.Backend.Port, database, cfg.Admin.User, err)
+	}
+	// Every literal this package builds is quoted for standard_conforming_strings = on.
+	if scs := conn.PgConn().ParameterStatus("standard_conforming_strings"); scs != "on" {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("server reports standard_conforming_strings = %q; tenantproxy needs it on", scs)
+	}
+	return conn, nil
+}
+
+// execScript runs statements as one simple-protocol query: one round trip, no statement cache entries.
+func execScript(ctx context.Context, q querier, stmts []string) error {
+	if len(stmts) == 0 {
+		return nil
+	}
+	_, err := q.Exec(ctx, strings.Join(stmts, ";\n"), pgx.QueryExecModeSimpleProtocol)
+	return err
+}
+
+// catalogError turns "relation tenantproxy.x does not exist" into advice to run init.
+func catalogError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000") && strings.Contains(pe.Message, CatalogSchema) {
+		return fmt.Errorf("the tenant catalog is missing (%s); run `tenantproxy init` first", pe.Message)
+	}
+	return err
+}
+
+// q is shorthand for pgident.Quote.
+func q(name string) string { return pgident.Quote(name) }
+
+// lit is shorthand for pgident.QuoteLiteral.
+func lit(s string) string { return pgident.QuoteLiteral(s) }
+
+// quoteList quotes every name and joins them with ", ".
+func quoteList(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = q(n)
+	}
+	return strings.Join(out, ", ")
+}
+
+// validateTenant checks a tenant's name, schema and expanded role name.
+func validateTenant(cfg *config.Config, name, schema string) error {
+	if err := pgident.ValidateName(name); err != nil {
+		return fmt.Errorf("invalid tenant name: %w", err)
+	}
+	if err := pgident.ValidateName(schema); err != nil {
+		return fmt.Errorf("invalid schema name for tenant %q: %w", name, err)
+	}
+	if schema == SharedSchema {
+		return fmt.Errorf("invalid schema name for tenant %q: %q is the schema of shared tables", name, schema)
+	}
+	role := cfg.TenantRole(name, schema)
+	if err := pgident.ValidateName(role); err != nil {
+		return fmt.Errorf("tenant %q: its role name from [tenancy] role is invalid: %w", name, err)
+	}
+	for _, r := range []string{cfg.Admin.OwnerRole, cfg.Backend.User, cfg.Admin.User} {
+		if role == r {
+			return fmt.Errorf("tenant %q: its role %q would be the %s role", name, role, roleKind(cfg, r))
+		}
+	}
+	return nil
+}
+
+func roleKind(cfg *config.Config, r string) string {
+	switch r {
+	case cfg.Admin.OwnerRole:
+		return "owner"
+	case cfg.Backend.User:
+		return "pool"
+	}
+	return "admin"
+}
