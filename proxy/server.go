@@ -248,9 +248,12 @@ func (s *Server) handle(c net.Conn) {
 		}
 		params[lname] = pkt.params[name]
 	}
-	if enc := params["client_encoding"]; enc != "" && policy.IsClientOnlyEncoding(enc) {
-		s.fatal(conn, "22023", fmt.Sprintf("tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
-		return
+	if enc := params["client_encoding"]; enc != "" {
+		if policy.IsClientOnlyEncoding(enc) {
+			s.fatal(conn, "22023", fmt.Sprintf("tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
+			return
+		}
+		params["client_encoding"] = canonicalEncoding(enc)
 	}
 	if len(dropped) > 0 {
 		log.Debug("startup parameters dropped", zap.Strings("params", dropped))
@@ -407,4 +410,24 @@ func (s *Server) Wait(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 	}
+}
+
+// canonicalEncoding spells an encoding name as the server reports it for the common names (asyncpg, for
+// one, sends 'utf-8'); others are passed on as given and the server judges them.
+func canonicalEncoding(name string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(name) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+	}
+	switch b.String() {
+	case "utf8", "unicode":
+		return "UTF8"
+	case "sqlascii":
+		return "SQL_ASCII"
+	case "latin1", "iso88591":
+		return "LATIN1"
+	}
+	return name
 }

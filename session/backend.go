@@ -85,10 +85,11 @@ type backend struct {
 	action  uint8
 	capture []byte
 
-	created  time.Time
-	lastUsed time.Time
-	lastRecv time.Time
-	copyIn   bool // the server waits for COPY data
+	created   time.Time
+	lastUsed  time.Time
+	lastRecv  time.Time
+	busySince time.Time // when the queue of expected replies last became non-empty
+	copyIn    bool      // the server waits for COPY data
 	// unnamedSeq counts what destroys the server's unnamed statement (a Parse of it, a simple Query):
 	// a session's unnamed statement is still there only if the count is what it was after its Parse.
 	unnamedSeq uint64
@@ -109,6 +110,7 @@ func (b *backend) opsEmpty() bool { return b.head == len(b.ops) }
 func (b *backend) push(o op) {
 	if b.head == len(b.ops) {
 		b.ops, b.head = b.ops[:0], 0
+		b.busySince = b.e.l.now
 	}
 	b.ops = append(b.ops, o)
 }

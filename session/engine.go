@@ -418,6 +418,17 @@ func (e *Engine) tick() {
 	e.m.Backends.WithLabelValues("idle").Set(float64(idle))
 	e.m.Backends.WithLabelValues("active").Set(float64(e.pool.open - idle))
 	e.m.Backends.WithLabelValues("dialing").Set(float64(e.pool.dialing))
+	if qt := e.cfg.QueryTimeout; qt > 0 {
+		var stuck []*backend
+		for _, s := range e.sessions {
+			if b := s.be; b != nil && !b.opsEmpty() && e.l.now.Sub(b.busySince) > qt && e.l.now.Sub(b.lastRecv) > qt {
+				stuck = append(stuck, b)
+			}
+		}
+		for _, b := range stuck {
+			b.fail(fmt.Sprintf("the server sent nothing for [backend] query_timeout (%s)", qt), "08006")
+		}
+	}
 	if e.draining {
 		for _, s := range e.sessions {
 			if s.state == stIdle || s.state == stWaiting || (s.be != nil && s.be.opsEmpty() && s.be.status == txIdle && len(s.in) == 0) {
