@@ -185,6 +185,9 @@ type Metrics struct {
 type Log struct {
 	Level  string `toml:"level"`
 	Format string `toml:"format"`
+	// AuditStatementText puts the full text of a refused statement in its audit record; by default the
+	// record carries only the statement's fingerprint (tenants' data can hide in literals).
+	AuditStatementText bool `toml:"audit_statement_text"`
 }
 
 // Admin is the role the lifecycle commands (init, tenant, migrate, doctor) use. Client traffic never does.

@@ -51,3 +51,16 @@ func (x Context) AllowedSchemas() []string {
 	out := append([]string(nil), x.SearchPath...)
 	return append(out, "pg_catalog")
 }
+
+// VerifySQL is the tripwire's query: it returns one row with one boolean, true when the backend's session
+// user is the pool role and its role, first schema and tenant setting are the tenant's.
+func (x Context) VerifySQL(poolRole string) string {
+	first := ""
+	if len(x.SearchPath) > 0 {
+		first = x.SearchPath[0]
+	}
+	return "SELECT current_user = " + pgident.QuoteLiteral(x.Role) +
+		" AND session_user = " + pgident.QuoteLiteral(poolRole) +
+		" AND coalesce(current_setting(" + pgident.QuoteLiteral(x.Setting) + ", true), '') = " + pgident.QuoteLiteral(x.Tenant) +
+		" AND coalesce((current_schemas(false))[1]::text, '') = " + pgident.QuoteLiteral(first)
+}

@@ -12,7 +12,8 @@ func RelayTenants(c *config.Config, ts []config.Tenant) []session.Tenant {
 	out := make([]session.Tenant, 0, len(ts))
 	for _, t := range ts {
 		x := policy.ContextFor(c, t)
-		out = append(out, session.Tenant{Name: t.Name, Schema: t.Schema, SetupSQL: x.SetupSQL(), AllowedSchemas: x.AllowedSchemas(), Suspended: t.Suspended})
+		out = append(out, session.Tenant{Name: t.Name, Schema: t.Schema, SetupSQL: x.SetupSQL(), VerifySQL: x.VerifySQL(c.Backend.User),
+			AllowedSchemas: x.AllowedSchemas(), Suspended: t.Suspended})
 	}
 	return out
 }

@@ -36,6 +36,7 @@ type op struct {
 	stmt    uint64 // prepared statement id of opParse, or of opClose when the relay evicts it
 	name    string // the client's name for the statement of opParse
 	sets    []Setting
+	verify  bool // the tripwire's identity check: its one row must be true
 	errored bool
 }
 
@@ -97,6 +98,7 @@ type backend struct {
 	heldBack   bool // released while a cancel was in flight
 	setupErr   string
 	needReset  bool // session state may survive: reset before the next tenant
+	verifyNext bool // run the tripwire's identity check when the backend is next idle
 }
 
 const (
@@ -251,6 +253,9 @@ func (b *backend) classify(t byte) uint8 {
 		return actForward
 	}
 	h := b.headOp()
+	if h != nil && h.verify && t == msgDataRow {
+		return actCapture
+	}
 	if h == nil || h.swallow || b.client == nil {
 		return actDrop
 	}
@@ -272,6 +277,11 @@ func (b *backend) endMessage() {
 		return
 	case msgNotice, msgNotification:
 		return
+	case msgDataRow:
+		if h := b.headOp(); h != nil && h.verify && b.action == actCapture {
+			b.checkIdentity()
+			return
+		}
 	case msgCopyInResponse:
 		b.copyIn = true
 	case msgCommandComplete:
@@ -430,6 +440,28 @@ func (b *backend) onParameterStatus() {
 	if b.client != nil && (h == nil || !h.swallow) {
 		b.client.c.queue(b.capture)
 	}
+}
+
+// checkIdentity reads the tripwire's row: a single boolean column that must be true.
+func (b *backend) checkIdentity() {
+	body := b.capture[5:]
+	ok := len(body) >= 7 && body[0] == 0 && body[1] == 1 && binary.BigEndian.Uint32(body[2:]) == 1 && body[6] == 't'
+	if !ok {
+		b.e.tripwire(b, "the backend's role, session user, search_path or tenant setting is not its tenant's")
+		return
+	}
+	b.e.m.Verified.Inc()
+}
+
+// queueVerify writes the tripwire's identity check for the tenant whose context the backend carries.
+func (b *backend) queueVerify(t *Tenant) {
+	b.verifyNext = false
+	if t.VerifySQL == "" {
+		return
+	}
+	b.c.setBuf(appendQuery(b.c.buf(), t.VerifySQL))
+	b.push(op{kind: opQuery, swallow: true, verify: true})
+	b.unnamedSeq++
 }
 
 // queueQuery writes a simple Query the relay itself sends; its replies are swallowed.

@@ -141,10 +141,10 @@ func (e *Engine) SetTenants(ts []Tenant) {
 			nt := &list[i]
 			seen[nt.Name] = true
 			if t := e.tenants[nt.Name]; t != nil {
-				t.Schema, t.SetupSQL, t.AllowedSchemas, t.Suspended = nt.Schema, nt.SetupSQL, nt.AllowedSchemas, nt.Suspended
+				t.Schema, t.SetupSQL, t.VerifySQL, t.AllowedSchemas, t.Suspended = nt.Schema, nt.SetupSQL, nt.VerifySQL, nt.AllowedSchemas, nt.Suspended
 				continue
 			}
-			t := &Tenant{Name: nt.Name, Schema: nt.Schema, SetupSQL: nt.SetupSQL, AllowedSchemas: nt.AllowedSchemas, Suspended: nt.Suspended}
+			t := &Tenant{Name: nt.Name, Schema: nt.Schema, SetupSQL: nt.SetupSQL, VerifySQL: nt.VerifySQL, AllowedSchemas: nt.AllowedSchemas, Suspended: nt.Suspended}
 			if c := e.counters[t.Name]; c != nil {
 				t.counters = c
 			} else {
@@ -199,6 +199,11 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	s.startup = make(map[string][]string)
 	for k, v := range info.Params {
 		s.startup[k] = []string{v}
+	}
+	if info.Profile == "readonly" {
+		// The server enforces it too: every transaction of a read-only user is READ ONLY, and the guard
+		// refuses what would turn it off.
+		s.startup["default_transaction_read_only"] = []string{"on"}
 	}
 	s.resetSettings()
 	s.log = s.log.With(zap.Uint32("session", s.pid))

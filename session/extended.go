@@ -77,7 +77,7 @@ func (s *Session) parse(msg []byte) bool {
 	}
 	s.unsynced = true
 	if v.Refused {
-		s.refuse(opParse, v.Code, v.Message)
+		s.refuse(opParse, v.Code, v.Message, query)
 		return true
 	}
 	if v.Pin != "" {
@@ -86,7 +86,7 @@ func (s *Session) parse(msg []byte) bool {
 	b := s.be
 	if name != "" {
 		if _, exists := s.stmts[name]; exists {
-			s.refuse(opParse, "42P05", fmt.Sprintf("prepared statement %q already exists", name))
+			s.poison(opParse, "42P05", fmt.Sprintf("prepared statement %q already exists", name))
 			return true
 		}
 	}
@@ -183,13 +183,13 @@ func (s *Session) lookupStmt(name string) *stmt {
 		if s.unnamed != nil {
 			return s.unnamed
 		}
-		s.refuse(opParse, "26000", "unnamed prepared statement does not exist")
+		s.poison(opParse, "26000", "unnamed prepared statement does not exist")
 		return nil
 	}
 	if st := s.stmts[name]; st != nil {
 		return st
 	}
-	s.refuse(opParse, "26000", fmt.Sprintf("prepared statement %q does not exist", name))
+	s.poison(opParse, "26000", fmt.Sprintf("prepared statement %q does not exist", name))
 	return nil
 }
 

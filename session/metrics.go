@@ -18,6 +18,7 @@ type Metrics struct {
 	Switches     prometheus.Counter
 	BackendClose *prometheus.CounterVec // reason
 	Tripwire     prometheus.Counter
+	Verified     prometheus.Counter
 	Prepared     *prometheus.CounterVec // event = hit | miss | replay | evict
 	Emulated     prometheus.Counter
 
@@ -44,13 +45,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		LeaseWait:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tenantproxy_lease_wait_seconds", Help: "Time a client waited for a backend.", Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 30}}),
 		Switches:     prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantproxy_context_switches_total", Help: "Leases that had to apply another tenant context or other client settings."}),
 		BackendClose: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantproxy_backend_closed_total", Help: "Backend connections closed, by reason."}, []string{"reason"}),
+		Verified:     prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantproxy_tripwire_checks_total", Help: "Backend identity checks that passed."}),
 		Tripwire:     prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantproxy_tripwire_hits_total", Help: "Backends whose identity did not match their tenant context; each was closed."}),
 		Emulated:     prometheus.NewCounter(prometheus.CounterOpts{Name: "tenantproxy_emulated_statements_total", Help: "DISCARD ALL, RESET ALL and DEALLOCATE ALL answered by the proxy."}),
 		Prepared:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tenantproxy_prepared_statements_total", Help: "Prepared statement cache events."}, []string{"event"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Clients, m.ClientsTotal, m.Backends, m.Transactions, m.Refused, m.LeaseWait, m.Switches,
-			m.BackendClose, m.Tripwire, m.Prepared, m.Emulated)
+			m.BackendClose, m.Tripwire, m.Verified, m.Prepared, m.Emulated)
 	}
 	m.prepHit, m.prepMiss = m.Prepared.WithLabelValues("hit"), m.Prepared.WithLabelValues("miss")
 	m.prepReplay, m.prepEvict = m.Prepared.WithLabelValues("replay"), m.Prepared.WithLabelValues("evict")

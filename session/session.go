@@ -7,10 +7,19 @@ import (
 	"strings"
 	"time"
 
+	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 )
+
+// fingerprint identifies a statement's shape for audit records without its values.
+func fingerprint(sql string) string {
+	if fp, err := pg_query.Fingerprint(sql); err == nil {
+		return fp
+	}
+	return "unparsable"
+}
 
 // sessState is where a client session is in its life. setState is the only place that changes it.
 type sessState uint8
@@ -238,7 +247,7 @@ func (s *Session) handle(t byte, msg []byte) bool {
 		if !s.ensureLease() {
 			return false
 		}
-		s.refuse(opQuery, "42501", "tenantproxy: the FunctionCall protocol message is not allowed: it can call any function by its OID, around the statement guard")
+		s.refuse(opQuery, "42501", "tenantproxy: the FunctionCall protocol message is not allowed: it can call any function by its OID, around the statement guard", "<FunctionCall>")
 		return true
 	case msgParse:
 		return s.parse(msg)
@@ -297,7 +306,7 @@ func (s *Session) query(sql string, msg []byte) bool {
 		return false
 	}
 	if v.Refused {
-		s.refuse(opQuery, v.Code, v.Message)
+		s.refuse(opQuery, v.Code, v.Message, sql)
 		return true
 	}
 	if v.Pin != "" {
@@ -309,11 +318,23 @@ func (s *Session) query(sql string, msg []byte) bool {
 	return true
 }
 
-// refuse sends the poison statement in place of a refused one; its error becomes the refusal.
-func (s *Session) refuse(kind opKind, code, message string) {
-	b := s.be
+// refuse answers a statement the guard refused: audited, counted, and the backend's identity is checked
+// once the client's batch is done, since the client just tried something.
+func (s *Session) refuse(kind opKind, code, message, sql string) {
 	s.tenant.counters.refused.Inc()
-	s.e.audit("statement refused", s, zap.String("sqlstate", code), zap.String("reason", message))
+	fields := []zap.Field{zap.String("sqlstate", code), zap.String("reason", message), zap.String("fingerprint", fingerprint(sql))}
+	if s.e.cfg.AuditStatementText {
+		fields = append(fields, zap.String("statement", sql))
+	}
+	s.e.audit("statement refused", s, fields...)
+	s.be.verifyNext = true
+	s.poison(kind, code, message)
+}
+
+// poison sends the poison statement in place of a refused request; its error becomes the refusal, at
+// the place in the reply stream where PostgreSQL would have reported the request's own error.
+func (s *Session) poison(kind opKind, code, message string) {
+	b := s.be
 	if kind == opQuery {
 		b.c.setBuf(appendQuery(b.c.buf(), poisonSQL))
 		b.unnamedSeq++
@@ -445,11 +466,19 @@ func (s *Session) applyContext(b *backend) {
 	b.settingsSQL = s.settingsSQL
 	b.setupErr = ""
 	s.e.m.Switches.Inc()
+	if r := s.e.cfg.TripwireSampleRate; r > 0 && float64(s.e.rng.Uint64()>>11)/(1<<53) < r {
+		b.verifyNext = true
+	}
 }
 
 // onBackendIdle runs when every reply the backend owed has arrived.
 func (s *Session) onBackendIdle() {
 	b := s.be
+	if b.verifyNext && !s.unsynced && b.status != txFailed {
+		b.queueVerify(s.tenant)
+		b.c.flush()
+		return // called again when the check's reply is in
+	}
 	if s.stalled {
 		s.stalled = false
 	}

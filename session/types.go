@@ -18,6 +18,8 @@ type Tenant struct {
 	// SetupSQL sets role, search_path and the tenant setting, e.g.
 	// `SET ROLE "tenant_acme"; SET search_path TO "acme", "public"; SET tenantproxy.tenant TO 'acme'`.
 	SetupSQL string
+	// VerifySQL returns one boolean: whether the backend is in this tenant's context (the tripwire).
+	VerifySQL string
 	// AllowedSchemas are the schemas a client of this tenant may put on its search_path.
 	AllowedSchemas []string
 	// Suspended tenants get no new leases.
@@ -118,6 +120,8 @@ type Config struct {
 	MaxPreparedStatements int
 	// TripwireSampleRate is the fraction of tenant switches after which the backend's identity is checked.
 	TripwireSampleRate float64
+	// AuditStatementText puts a refused statement's full text in its audit record (off: fingerprint only).
+	AuditStatementText bool
 	// PoolRole is the role backends log in as, used by the tripwire.
 	PoolRole string
 	Dialer   Dialer

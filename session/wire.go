@@ -33,6 +33,7 @@ const (
 	msgNoData          = 'n'
 	msgParamDesc       = 't'
 	msgRowDesc         = 'T'
+	msgDataRow         = 'D'
 	msgCommandComplete = 'C'
 	msgEmptyQuery      = 'I'
 	msgPortalSuspended = 's'

@@ -67,7 +67,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		IdleTimeout: cfg.Backend.IdleTimeout.Duration, MaxLifetime: cfg.Backend.MaxLifetime.Duration,
 		QueryTimeout: cfg.Backend.QueryTimeout.Duration, MaxMessageSize: cfg.Listen.MaxMessageSize,
 		MaxPreparedStatements: cfg.Pool.MaxPreparedStatements, TripwireSampleRate: cfg.Tenancy.TripwireSampleRate,
-		PoolRole: cfg.Backend.User, Dialer: dialer, Guard: session.NewPolicyGuard(guard),
+		PoolRole: cfg.Backend.User, AuditStatementText: cfg.Log.AuditStatementText, Dialer: dialer, Guard: session.NewPolicyGuard(guard),
 		Logger: log, Metrics: session.NewMetrics(reg),
 	})
 	if err != nil {
