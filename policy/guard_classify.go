@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode"
@@ -25,13 +27,13 @@ func (g *Guard) classify(sql string) (c *Classification) {
 	if strings.IndexByte(sql, 0) >= 0 {
 		return refusedText(SQLStateSyntax, "tenantproxy: the statement text contains a zero byte")
 	}
-	tree, err := pg_query.Parse(sql)
+	tree, err := parseSQL(sql)
 	if err != nil {
 		return refusedText(SQLStateSyntax, "tenantproxy: the statement cannot be parsed: "+parseErrorMessage(err))
 	}
 	c = &Classification{stmts: make([]stmtInfo, len(tree.Stmts))}
 	for i, raw := range tree.Stmts {
-		s := stmtCtx{g: g, idx: i}
+		s := stmtCtx{g: g, idx: i, text: stmtText(sql, raw)}
 		s.top(raw.Stmt)
 		c.stmts[i] = s.info
 		if s.ref != nil && c.refusal == nil {
@@ -72,11 +74,24 @@ func parseErrorMessage(err error) string {
 	return err.Error()
 }
 
+// stmtText returns the text of one statement of src.
+func stmtText(src string, raw *pg_query.RawStmt) string {
+	start, n := int(raw.GetStmtLocation()), int(raw.GetStmtLen())
+	if start < 0 || start > len(src) {
+		return ""
+	}
+	if n <= 0 || start+n > len(src) {
+		return src[start:]
+	}
+	return src[start : start+n]
+}
+
 // stmtCtx collects the classification of one top-level statement.
 type stmtCtx struct {
 	g       *Guard
 	idx     int
-	depth   int // how many function bodies deep the statement is
+	text    string // the statement's own text
+	depth   int    // how many function bodies deep the statement is
 	info    stmtInfo
 	effects []Effect
 	ref     *refusal
@@ -522,8 +537,8 @@ func (s *stmtCtx) discard(d *pg_query.DiscardStmt) {
 }
 
 // createFunction classifies CREATE FUNCTION and CREATE PROCEDURE: owner profile only, never SECURITY
-// DEFINER, never a SET clause that a client could not run itself, only LANGUAGE sql (whose body is
-// checked like a message) or plpgsql.
+// DEFINER, never a SET clause that a client could not run itself, only LANGUAGE sql or plpgsql (spelled
+// exactly so, as PostgreSQL looks languages up), with their bodies checked.
 func (s *stmtCtx) createFunction(f *pg_query.CreateFunctionStmt) {
 	tag := "CREATE FUNCTION"
 	if f.GetIsProcedure() {
@@ -533,26 +548,34 @@ func (s *stmtCtx) createFunction(f *pg_query.CreateFunctionStmt) {
 	if isTempName(f.GetFuncname()) {
 		s.effect(Effect{Kind: EffectTempTable, Name: lastName(f.GetFuncname())})
 	}
-	language, body := "", ""
-	hasBody := false
+	language, body, bodies := "", "", 0
 	for _, o := range f.GetOptions() {
 		d := o.GetDefElem()
 		switch d.GetDefname() {
 		case "language":
-			language = strings.ToLower(d.GetArg().GetString_().GetSval())
+			language = d.GetArg().GetString_().GetSval()
 		case "as":
-			items := d.GetArg().GetList().GetItems()
-			if len(items) > 0 {
-				body, hasBody = items[0].GetString_().GetSval(), true
+			for _, item := range d.GetArg().GetList().GetItems() {
+				body = item.GetString_().GetSval()
+				bodies++
 			}
 		}
 	}
 	s.routineOptions(f.GetOptions(), tag)
-	switch language {
-	case "plpgsql":
-	case "sql", "":
-		if hasBody {
-			s.functionBody(body, tag)
+	if s.depth >= maxBodyDepth {
+		s.refuse(SQLStatePolicy, "%s is not allowed: its body creates functions nested too deeply to check", tag)
+		return
+	}
+	switch {
+	case bodies > 1 && (language == "plpgsql" || language == "sql" || language == ""):
+		s.refuse(SQLStateSyntax, "%s is not allowed: a LANGUAGE %s function has one body", tag, language)
+	case language == "plpgsql" && bodies == 1:
+		s.plpgsqlBody(tag)
+	case language == "plpgsql":
+		s.refuse(SQLStateSyntax, "%s is not allowed: a LANGUAGE plpgsql function needs a body (AS '...')", tag)
+	case language == "sql" || language == "":
+		if bodies == 1 {
+			s.bodyStatements(body, tag)
 		}
 	default:
 		s.refuse(SQLStatePolicy, "%s ... LANGUAGE %s is not allowed: only LANGUAGE sql and plpgsql functions may be created", tag, language)
@@ -584,33 +607,130 @@ func (s *stmtCtx) routineOptions(opts []*pg_query.Node, tag string) {
 	}
 }
 
-// functionBody checks the body of a LANGUAGE sql function as if it were a message: any statement refused
-// for the owner profile, and any statement that leaves state in the session, refuses the function.
-func (s *stmtCtx) functionBody(body, tag string) {
-	if s.depth >= maxBodyDepth {
-		s.refuse(SQLStatePolicy, "%s is not allowed: its body creates functions nested too deeply to check", tag)
-		return
-	}
-	tree, err := pg_query.Parse(body)
+// bodyStatements checks SQL text of a function body as if it were a message: any statement refused for
+// the owner profile, and any statement that leaves state in the session, refuses the function. It reports
+// whether the text passed.
+func (s *stmtCtx) bodyStatements(text, tag string) bool {
+	tree, err := parseSQL(text)
 	if err != nil {
 		s.refuse(SQLStateSyntax, "%s is not allowed: its body cannot be parsed: %s", tag, parseErrorMessage(err))
-		return
+		return false
 	}
 	for _, raw := range tree.Stmts {
-		sub := stmtCtx{g: s.g, idx: s.idx, depth: s.depth + 1}
+		sub := stmtCtx{g: s.g, idx: s.idx, text: stmtText(text, raw), depth: s.depth + 1}
 		sub.top(raw.Stmt)
 		if sub.ref != nil {
 			s.refuse(sub.ref.sqlState, "%s is not allowed: its body is refused: %s", tag, strings.TrimPrefix(sub.ref.reason, "tenantproxy: "))
-			return
+			return false
 		}
 		for _, e := range sub.effects {
 			if e.Kind != EffectSetLocal && e.Kind != EffectNotify {
 				s.refuse(SQLStatePolicy, "%s is not allowed: its body changes the state of the session (%s), which tenantproxy could not track", tag, e.Kind)
-				return
+				return false
 			}
 		}
 		s.info.schemas = append(s.info.schemas, sub.info.schemas...)
 	}
+	return true
+}
+
+// plpgsqlBody checks the body of a LANGUAGE plpgsql function with PL/pgSQL's own grammar: every SQL
+// statement and expression in it is checked as bodyStatements checks SQL, and EXECUTE of a string
+// (dynamic SQL, which only exists at run time) is refused.
+func (s *stmtCtx) plpgsqlBody(tag string) {
+	out, err := parsePlpgsql(s.text)
+	if err != nil {
+		s.refuse(SQLStateSyntax, "%s is not allowed: its PL/pgSQL body cannot be parsed: %s", tag, parseErrorMessage(err))
+		return
+	}
+	var tree any
+	if err := json.Unmarshal([]byte(out), &tree); err != nil {
+		s.refuse(SQLStatePolicy, "%s is not allowed: its PL/pgSQL body could not be read", tag)
+		return
+	}
+	var exprs []plpgsqlExpr
+	if collectPlpgsql(tree, &exprs) {
+		s.refuse(SQLStatePolicy, "%s is not allowed: its PL/pgSQL body runs SQL built at run time (EXECUTE), which tenantproxy cannot check", tag)
+		return
+	}
+	for _, e := range exprs {
+		text, ok := e.sql()
+		if !ok {
+			s.refuse(SQLStatePolicy, "%s is not allowed: its PL/pgSQL body has an expression tenantproxy cannot check: %s", tag, e.query)
+			return
+		}
+		if !s.bodyStatements(text, tag) {
+			return
+		}
+	}
+}
+
+// plpgsqlExpr is one SQL statement or expression of a PL/pgSQL body, with PostgreSQL's RawParseMode.
+type plpgsqlExpr struct {
+	query string
+	mode  int
+}
+
+// Raw parse modes of PL/pgSQL expressions (PostgreSQL's RawParseMode).
+const (
+	rawParseDefault      = 0 // a whole statement
+	rawParsePlpgsqlExpr  = 2 // an expression
+	rawParsePlpgsqlAssn1 = 3 // "target := expression", target a name
+	rawParsePlpgsqlAssn3 = 5 // "target := expression", target a name with two qualifiers
+)
+
+// sql returns the expression as SQL text that PostgreSQL's main grammar parses: statements as they are,
+// expressions as SELECT expression, and assignments as SELECT target = expression, which keeps every
+// function call of both sides.
+func (e plpgsqlExpr) sql() (string, bool) {
+	switch {
+	case e.mode == rawParseDefault:
+		return e.query, true
+	case e.mode == rawParsePlpgsqlExpr:
+		return "SELECT " + e.query, true
+	case e.mode >= rawParsePlpgsqlAssn1 && e.mode <= rawParsePlpgsqlAssn3:
+		if i := strings.Index(e.query, ":="); i >= 0 {
+			return "SELECT " + e.query[:i] + "=" + e.query[i+2:], true
+		}
+		return "SELECT " + e.query, true
+	}
+	return "", false
+}
+
+// collectPlpgsql gathers the expressions of a PL/pgSQL parse tree (pg_query's JSON) in a stable order, and
+// reports whether the tree contains dynamic SQL.
+func collectPlpgsql(v any, out *[]plpgsqlExpr) (dynamic bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			switch k {
+			case "PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors", "dynquery":
+				dynamic = true
+			case "PLpgSQL_expr":
+				if e, ok := x[k].(map[string]any); ok {
+					q, _ := e["query"].(string)
+					mode, _ := e["parseMode"].(float64)
+					*out = append(*out, plpgsqlExpr{query: q, mode: int(mode)})
+				}
+				continue
+			}
+			if collectPlpgsql(x[k], out) {
+				dynamic = true
+			}
+		}
+	case []any:
+		for _, c := range x {
+			if collectPlpgsql(c, out) {
+				dynamic = true
+			}
+		}
+	}
+	return dynamic
 }
 
 // functionOptions refuses options that name a refused function, as in CREATE AGGREGATE (SFUNC = ...) or

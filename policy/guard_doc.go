@@ -46,9 +46,11 @@
 //     CREATE TRIGGER ... EXECUTE FUNCTION, ALTER FUNCTION) is refused too.
 //   - Reading pg_prepared_statements or pg_cursors, and INSERT, UPDATE, DELETE or MERGE on pg_settings.
 //   - DO; CREATE FUNCTION or PROCEDURE and ALTER FUNCTION, PROCEDURE or ROUTINE except for the owner
-//     profile, and even then never SECURITY DEFINER, never a SET clause that SET LOCAL could not do, only
-//     LANGUAGE sql (whose body is checked like a message and may not leave session state) or plpgsql
-//     (whose body the guard cannot check: layer 1's language grants decide who may create one).
+//     profile, and even then never SECURITY DEFINER, never a SET clause that SET LOCAL could not do, and
+//     only LANGUAGE sql or plpgsql. Their bodies are checked like messages: a sql body statement by
+//     statement, a plpgsql body with PL/pgSQL's grammar (every statement and expression in it); a body
+//     may not leave session state (SET, temporary tables, advisory locks, ...), and plpgsql EXECUTE of a
+//     string (dynamic SQL, RETURN QUERY EXECUTE, FOR ... IN EXECUTE, OPEN ... FOR EXECUTE) is refused.
 //   - Roles (CREATE, ALTER, DROP ROLE/USER/GROUP, GRANT and REVOKE of roles, REASSIGN OWNED, DROP OWNED),
 //     GRANT and REVOKE of privileges, ALTER DEFAULT PRIVILEGES, ALTER SYSTEM, ALTER ROLE or DATABASE ...
 //     SET, CREATE, ALTER and DROP of databases, tablespaces, schemas, extensions, languages, access methods,
@@ -73,7 +75,10 @@
 // transaction. ProfileApp adds DML (INSERT, UPDATE, DELETE, MERGE, TRUNCATE, COPY FROM STDIN, LOCK, CALL,
 // REFRESH MATERIALIZED VIEW, VACUUM, ANALYZE) and temporary objects (CREATE TEMP TABLE/VIEW/SEQUENCE,
 // SELECT INTO TEMP, and CREATE INDEX, ALTER and DROP of objects named pg_temp.<name>); other DDL is refused
-// with 42501. ProfileOwner adds DDL inside what the server's grants allow.
+// with 42501. ProfileOwner adds DDL inside what the server's grants allow. The guard cannot know what a
+// called function does: a read-only user's SELECT of a function that writes (nextval(), a tenant's own
+// function) is stopped only by the server, so the tenant context of a read-only user should include
+// SET default_transaction_read_only = on, which this profile may not turn off.
 //
 // # Emulated, tracked and reported
 //

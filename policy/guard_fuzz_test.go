@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/tenantproxy/tenantproxy/internal/pgident"
 )
 
 // FuzzGuard checks that the guard never panics, refuses whatever PostgreSQL's parser cannot parse, and
@@ -40,7 +40,7 @@ func FuzzGuard(f *testing.F) {
 				}
 			}
 		}
-		if _, err := pg_query.Parse(sql); err != nil || strings.IndexByte(sql, 0) >= 0 {
+		if _, err := parseSQL(sql); err != nil || strings.IndexByte(sql, 0) >= 0 {
 			if a := g.Check(sql, ProfileOwner, tenantSchemas); !a.Refused || a.SQLState != SQLStateSyntax {
 				t.Fatalf("%q cannot be parsed (%v) but the verdict is %+v", sql, err, a)
 			}
@@ -88,6 +88,34 @@ func FuzzStartupSetting(f *testing.F) {
 		}
 		if len(a.Effects) > 1 {
 			t.Fatalf("%q=%q: effects %+v", name, value, a.Effects)
+		}
+	})
+}
+
+// FuzzPlpgsqlBody checks PL/pgSQL bodies, whose parser is libpg_query's C code: no input may crash it, and
+// a body whose checking failed is refused.
+func FuzzPlpgsqlBody(f *testing.F) {
+	for _, body := range []string{
+		"BEGIN NULL; END",
+		"BEGIN RESET ROLE; END",
+		"DECLARE v text := 'x'; r record; BEGIN v := upper(v); FOR r IN SELECT 1 LOOP END LOOP; RETURN; END",
+		"BEGIN EXECUTE 'select 1'; END",
+		"<<l>> DECLARE c CURSOR (k int) FOR SELECT k; BEGIN OPEN c(1); CLOSE c; EXCEPTION WHEN others THEN RAISE; END",
+		"BEGIN NEW.a := 1; NEW.b[1] := 2; RETURN NEW; END",
+		"BEGIN FOREACH x SLICE 1 IN ARRAY y LOOP EXIT WHEN x > 1; END LOOP; GET DIAGNOSTICS n = ROW_COUNT; END",
+	} {
+		f.Add(body, "trigger")
+		f.Add(body, "void")
+	}
+	g := newTestGuard()
+	f.Fuzz(func(t *testing.T, body, returns string) {
+		if strings.IndexByte(body, 0) >= 0 || strings.IndexByte(returns, 0) >= 0 {
+			return
+		}
+		sql := "CREATE FUNCTION acme.f(a int, INOUT b text) RETURNS " + returns + " LANGUAGE plpgsql AS " + pgident.QuoteLiteral(body)
+		a := g.Check(sql, ProfileOwner, tenantSchemas)
+		if strings.Contains(a.Reason, "could not be checked") {
+			t.Fatalf("%q: the guard panicked: %s", sql, a.Reason)
 		}
 	})
 }

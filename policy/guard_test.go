@@ -147,6 +147,20 @@ var escapes = []struct{ sql, reason string }{
 	{"ALTER FUNCTION acme.f() SET role = tenant_globex", "ALTER FUNCTION ... SET ROLE is not allowed"},
 	{"ALTER FUNCTION acme.f() SECURITY DEFINER", "SECURITY DEFINER"},
 	{"alter procedure acme.p() set SESSION_AUTHORIZATION to 'x'", "SET SESSION AUTHORIZATION"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN RESET ROLE; END $$", "its body is refused: RESET ROLE"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'RESET ROLE'; END $$", "built at run time (EXECUTE)"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN EXECUTE format('SET ROLE %I', 'x'); END $$", "built at run time"},
+	{"CREATE FUNCTION acme.x() RETURNS SETOF int LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE 'select 1'; END $$", "built at run time"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'select 1' LOOP END LOOP; END $$", "built at run time"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('role', 'x', false); END $$", "set_config()"},
+	{"CREATE FUNCTION acme.x() RETURNS text LANGUAGE plpgsql AS $$ DECLARE v text; BEGIN v := pg_catalog.set_config('role', 'x', false); RETURN v; END $$", "set_config()"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ DECLARE v text := set_config('role', 'x', false); BEGIN END $$", "set_config()"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN IF set_config('role', 'x', false) = '' THEN NULL; END IF; END $$", "set_config()"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN SET LOCAL role = tenant_globex; END $$", "SET LOCAL ROLE"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN SET statement_timeout = 1; END $$", "changes the state of the session"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_lock(1); END $$", "changes the state of the session"},
+	{"CREATE PROCEDURE acme.x() LANGUAGE plpgsql AS $$ BEGIN DISCARD ALL; END $$", "changes the state of the session"},
+	{"CREATE FUNCTION acme.x() RETURNS void LANGUAGE plpgsql AS $$ BEGIN RESET ROLE $$", "PL/pgSQL body cannot be parsed"},
 	{"CREATE FUNCTION acme.f() RETURNS void LANGUAGE c AS 'lib', 'sym'", "LANGUAGE c is not allowed"},
 	{"CREATE FUNCTION acme.f(text, text, bool) RETURNS text LANGUAGE internal AS 'set_config_by_name'", "LANGUAGE internal"},
 	{"CREATE AGGREGATE acme.a(text, boolean) (SFUNC = set_config, STYPE = text, INITCOND = 'role')", "SFUNC = set_config is not allowed"},
@@ -494,6 +508,31 @@ func TestCheckProfiles(t *testing.T) {
 		{"CREATE FUNCTION acme.f() RETURNS int LANGUAGE sql AS 'select 1'", ddl},
 		{"CREATE FUNCTION acme.f() RETURNS int LANGUAGE sql AS $$ SELECT count(*)::int FROM acme.employees $$", ddl},
 		{"CREATE PROCEDURE acme.p() LANGUAGE plpgsql AS $$ BEGIN NULL; END $$", ddl},
+		{`CREATE OR REPLACE FUNCTION acme.touch() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.updated_at := now();
+  IF NEW.name IS NULL THEN
+    RAISE EXCEPTION 'name is required' USING ERRCODE = '23502';
+  END IF;
+  INSERT INTO acme.audit (row_id, at) VALUES (NEW.id, now());
+  RETURN NEW;
+END
+$$`, ddl},
+		{`CREATE PROCEDURE acme.batch(n int) LANGUAGE plpgsql AS $$
+DECLARE
+  total bigint := 0;
+  c CURSOR FOR SELECT id FROM acme.employees;
+BEGIN
+  FOR i IN 1..n LOOP
+    UPDATE acme.employees SET visits = visits + 1 WHERE id = i;
+    total := total + 1;
+    COMMIT;
+  END LOOP;
+  SELECT count(*) INTO total FROM acme.employees;
+  SET LOCAL statement_timeout = 1000;
+  PERFORM pg_notify('batch', total::text);
+END
+$$`, ddl},
 		{"CREATE FUNCTION acme.f(a int) RETURNS int LANGUAGE sql SET search_path = acme SET statement_timeout = 5 AS 'select a'", ddl},
 		{"CREATE FUNCTION acme.f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", ddl},
 		{"ALTER FUNCTION acme.f() SET statement_timeout = 5", ddl},
