@@ -184,7 +184,8 @@ type Analysis struct {
 	SQLState string
 	// Reason is the message for the client, naming what is refused and why.
 	Reason string
-	// Statement is the index, from 0, of the refused statement; -1 when the whole message is refused.
+	// Statement is the index, from 0, of the refused statement; -1 when the whole message is refused, and
+	// when nothing is.
 	Statement int
 	// Statements is the number of statements in the message (0 for an empty query).
 	Statements int

@@ -54,3 +54,13 @@ func BenchmarkCheckUncached(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNormalize measures libpg_query's normalization, for comparison with a cached Check.
+func BenchmarkNormalize(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Normalize(benchStatements[0].sql); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

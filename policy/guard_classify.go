@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,6 +58,7 @@ func (g *Guard) classify(sql string) (c *Classification) {
 	if c.refusal != nil {
 		c.effects = nil
 	}
+	c.effects = slices.Clip(c.effects) // callers share it: an append must copy
 	return c
 }
 

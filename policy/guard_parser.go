@@ -27,3 +27,20 @@ func parsePlpgsql(text string) (string, error) {
 	defer parserMu.Unlock()
 	return pg_query.ParsePlPgSqlToJSON(text)
 }
+
+// Fingerprint returns libpg_query's fingerprint of sql: the same for statements that differ only in
+// constants, white space and comments, for audit records that must not hold values. Every use of
+// libpg_query in the process must go through this package (or hold parserMu), for the reason above.
+func Fingerprint(sql string) (string, error) {
+	parserMu.Lock()
+	defer parserMu.Unlock()
+	return pg_query.Fingerprint(sql)
+}
+
+// Normalize returns sql with its constants replaced by $n parameters, under the same lock as every other
+// use of libpg_query. It parses the text, so it costs about as much as an uncached Check.
+func Normalize(sql string) (string, error) {
+	parserMu.Lock()
+	defer parserMu.Unlock()
+	return pg_query.Normalize(sql)
+}

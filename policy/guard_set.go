@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
@@ -178,7 +179,7 @@ func (s *stmtCtx) applySetting(ch settingChange) {
 		for i, a := range ch.args {
 			quoted[i] = pgident.Quote(a)
 		}
-		e.List, e.Value = ch.args, strings.Join(quoted, ", ")
+		e.List, e.Value = slices.Clip(ch.args), strings.Join(quoted, ", ")
 	case settingClientEncoding:
 		if !ch.reset {
 			if IsClientOnlyEncoding(value) {

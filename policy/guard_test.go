@@ -961,3 +961,21 @@ func TestEffectKindString(t *testing.T) {
 		}
 	}
 }
+
+// TestFingerprintAndNormalize checks the locked wrappers of libpg_query's fingerprint and normalization.
+func TestFingerprintAndNormalize(t *testing.T) {
+	a, err := Fingerprint("SELECT * FROM acme.employees WHERE id = 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Fingerprint("select *  from acme.employees where id = 42 -- other")
+	if err != nil || a != b {
+		t.Errorf("fingerprints %q and %q (%v), want equal", a, b, err)
+	}
+	if n, err := Normalize("SELECT 'x', 1 FROM t"); err != nil || n != "SELECT $1, $2 FROM t" {
+		t.Errorf("Normalize = %q, %v", n, err)
+	}
+	if _, err := Fingerprint("SELEKT"); err == nil {
+		t.Error("Fingerprint of unparsable text succeeded")
+	}
+}
