@@ -37,6 +37,7 @@ type op struct {
 	name    string // the client's name for the statement of opParse
 	sets    []Setting
 	verify  bool // the tripwire's identity check: its one row must be true
+	quiet   bool // an error is expected (the relay's own abort of a batch) and ignored
 	errored bool
 }
 
@@ -372,6 +373,7 @@ func (b *backend) onError() {
 		if s := b.client; s != nil {
 			s.c.queue(appendError(nil, "ERROR", h.code, h.msg))
 		}
+	case h.quiet:
 	case h.swallow:
 		if b.setupErr == "" {
 			b.setupErr = code + " " + msg

@@ -304,16 +304,18 @@ func (e *Engine) cancelBackend(b *backend) {
 	}()
 }
 
-// clientLeft takes over a backend whose client went away while holding it: an in-flight query is
-// cancelled, COPY is failed, an open extended-protocol batch is synced, an open transaction is rolled
-// back and session state is discarded before anyone else gets the backend.
-func (e *Engine) clientLeft(b *backend, unsynced bool) {
+// clientLeft takes over a backend whose client went away while holding it. What the client sent still
+// runs to its end, as it would on a direct connection, except that the query of a client that vanished
+// (rather than said Terminate) is cancelled; COPY is failed; an extended-protocol batch without its Sync
+// is aborted, not committed (a failing statement, then Sync); then an open transaction is rolled back and
+// session state discarded before anyone else gets the backend.
+func (e *Engine) clientLeft(b *backend, unsynced, vanished bool) {
 	e.leased--
 	b.state = beReset
 	if b.c.closed {
 		return
 	}
-	if !b.opsEmpty() {
+	if vanished && !b.opsEmpty() {
 		e.cancelBackend(b)
 	}
 	if b.copyIn {
@@ -322,6 +324,12 @@ func (e *Engine) clientLeft(b *backend, unsynced bool) {
 		b.c.setBuf(endMsg(m, st))
 	}
 	if unsynced {
+		m, st := beginMsg(b.c.buf(), msgParse)
+		m = appendCString(m, poisonStmt)
+		m = appendCString(m, poisonSQL)
+		m = append(m, 0, 0)
+		b.c.setBuf(endMsg(m, st))
+		b.push(op{kind: opParse, swallow: true, quiet: true})
 		b.c.queue([]byte{msgSync, 0, 0, 0, 4})
 		b.push(op{kind: opSync, swallow: true})
 	}

@@ -540,7 +540,7 @@ func (s *Session) terminate() {
 		if s.e.cfg.Mode == "session" {
 			b.needReset = true
 		}
-		s.e.clientLeft(b, s.unsynced)
+		s.e.clientLeft(b, s.unsynced, s.closeReason != "client terminated")
 	}
 	s.c.flush()
 	s.c.close()
