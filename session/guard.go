@@ -3,8 +3,6 @@ package session
 import (
 	"sync"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
-
 	"github.com/tenantproxy/tenantproxy/policy"
 )
 
@@ -13,7 +11,7 @@ import (
 //
 // Simple-protocol clients inline their values, so every text differs and a cache by text would never hit
 // (pgbench -M simple, ORMs without bind parameters). PolicyGuard therefore also remembers, by the text with
-// its constants replaced (PostgreSQL's own normalization, about a microsecond), the single DML or SELECT
+// its constants replaced (PostgreSQL's own normalization through policy.Normalize, about a microsecond), the single DML or SELECT
 // statements the guard allowed with no effect at all. Only constants differ between such texts, and the
 // guard's verdict on a plain statement depends on its structure, functions and names, never on constant
 // values; statements whose verdict may depend on values (SET, COPY, utility statements, anything with an
@@ -87,7 +85,7 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 	}
 	var key plainKey
 	if !parse && plainPrefix(sql) {
-		if norm, err := pg_query.Normalize(sql); err == nil {
+		if norm, err := policy.Normalize(sql); err == nil {
 			key = plainKey{profile: p, text: norm}
 			if pg.plain.has(key) {
 				return Verdict{}

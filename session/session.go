@@ -7,15 +7,15 @@ import (
 	"strings"
 	"time"
 
-	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
+	"github.com/tenantproxy/tenantproxy/policy"
 )
 
 // fingerprint identifies a statement's shape for audit records without its values.
 func fingerprint(sql string) string {
-	if fp, err := pg_query.Fingerprint(sql); err == nil {
+	if fp, err := policy.Fingerprint(sql); err == nil {
 		return fp
 	}
 	return "unparsable"

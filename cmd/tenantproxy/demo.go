@@ -97,7 +97,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tenantproxy demo: seeding:", err)
 		return 1
 	}
-	log, err := newLogger(cfg, stderr)
+	log, err := newLogger(cfg, stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "tenantproxy demo:", err)
 		return 1
@@ -141,15 +141,14 @@ func seed(ctx context.Context, cluster *pgtest.Cluster, cfg *config.Config) erro
 	defer conn.Close(context.Background())
 	people := []string{"Ada", "Grace", "Linus", "Barbara", "Ken"}
 	for _, t := range cfg.Tenants {
+		q := pgident.Quote(t.Schema) + "."
 		batch := &pgx.Batch{}
-		batch.Queue("SET search_path TO " + pgident.Quote(t.Schema))
-		batch.Queue("INSERT INTO departments (name) VALUES ('Engineering'), ('People')")
+		batch.Queue("INSERT INTO " + q + "departments (name) VALUES ('Engineering'), ('People')")
 		for i, p := range people {
-			batch.Queue("INSERT INTO employees (name, email, department_id) VALUES ($1, $2, $3)",
+			batch.Queue("INSERT INTO "+q+"employees (name, email, department_id) VALUES ($1, $2, $3)",
 				p+" of "+t.Name, fmt.Sprintf("%s@%s.example", p, t.Name), 1+i%2)
 		}
-		batch.Queue("INSERT INTO leave_requests (employee_id, starts_on, ends_on, kind) VALUES (1, current_date + 7, current_date + 11, 'vacation'), (2, current_date, current_date, 'sick')")
-		batch.Queue("RESET search_path")
+		batch.Queue("INSERT INTO " + q + "leave_requests (employee_id, starts_on, ends_on, kind) VALUES (1, current_date + 7, current_date + 11, 'vacation'), (2, current_date, current_date, 'sick')")
 		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 			return fmt.Errorf("tenant %s: %w", t.Name, err)
 		}

@@ -35,7 +35,9 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tenantproxy:", err)
 		return 1
 	}
-	log, err := newLogger(cfg, stderr)
+	// Logs go to stdout: libpg_query briefly redirects stderr around each parse, and a line written to
+	// stderr at that moment would be lost.
+	log, err := newLogger(cfg, stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "tenantproxy:", err)
 		return 1
