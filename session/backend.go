@@ -251,7 +251,7 @@ func (b *backend) classify(t byte) uint8 {
 		if b.client == nil {
 			return actDrop
 		}
-		return actForward
+		return actCapture
 	}
 	h := b.headOp()
 	if h != nil && h.verify && t == msgDataRow {
@@ -276,7 +276,10 @@ func (b *backend) endMessage() {
 	case msgParameterStatus:
 		b.onParameterStatus()
 		return
-	case msgNotice, msgNotification:
+	case msgNotification:
+		b.onNotification()
+		return
+	case msgNotice:
 		return
 	case msgDataRow:
 		if h := b.headOp(); h != nil && h.verify && b.action == actCapture {
@@ -471,6 +474,27 @@ func (b *backend) queueQuery(sql string) {
 	b.c.setBuf(appendQuery(b.c.buf(), sql))
 	b.push(op{kind: opQuery, swallow: true})
 	b.unnamedSeq++
+}
+
+// onNotification gives the client a notification of its tenant's channel, under the channel name the
+// client used; anything else is dropped.
+func (b *backend) onNotification() {
+	s := b.client
+	body := b.capture[5:]
+	if s == nil || len(body) < 4 {
+		return
+	}
+	channel, rest, ok := cstring(body[4:])
+	payload, _, ok2 := cstring(rest)
+	prefix := s.tenant.Name + channelSep
+	if !ok || !ok2 || !strings.HasPrefix(channel, prefix) {
+		return
+	}
+	m, st := beginMsg(s.c.buf(), msgNotification)
+	m = append(m, body[:4]...)
+	m = appendCString(m, channel[len(prefix):])
+	m = appendCString(m, payload)
+	s.c.setBuf(endMsg(m, st))
 }
 
 // afterReplies decides, once a read's replies are handled, whether the lease ends.

@@ -90,6 +90,9 @@ func (s *Session) parse(msg []byte) bool {
 			return true
 		}
 	}
+	if v.Rewrite != "" {
+		query = v.Rewrite
+	}
 	st := &stmt{query: query, types: append([]byte(nil), types...), sets: v.Sets, emul: v.Emulate}
 	if st.emul != EmulateNone {
 		// Answered by the relay at Execute; the server never sees it.
@@ -99,7 +102,15 @@ func (s *Session) parse(msg []byte) bool {
 	}
 	if name == "" {
 		s.unnamed = st
-		b.c.queue(msg)
+		if v.Rewrite != "" {
+			m, start := beginMsg(b.c.buf(), msgParse)
+			m = append(m, 0)
+			m = appendCString(m, query)
+			m = append(m, types...)
+			b.c.setBuf(endMsg(m, start))
+		} else {
+			b.c.queue(msg)
+		}
 		b.push(op{kind: opParse})
 		b.unnamedSeq++
 		s.unnamedOn, s.unnamedSeq = b, b.unnamedSeq

@@ -1,8 +1,11 @@
 package session
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 
+	"github.com/tenantproxy/tenantproxy/internal/pgident"
 	"github.com/tenantproxy/tenantproxy/policy"
 )
 
@@ -128,8 +131,8 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 			}
 		case policy.EffectHoldCursor:
 			v.Pin = "WITH HOLD cursor " + e.Name
-		case policy.EffectListen:
-			v.Pin = "LISTEN " + e.Name
+		case policy.EffectListen, policy.EffectUnlisten, policy.EffectNotify:
+			return scopeChannel(sql, a.Statements, e, t, v)
 		case policy.EffectAdvisoryLock:
 			v.Pin = "session advisory lock (" + e.Name + ")"
 		case policy.EffectPrepare:
@@ -141,4 +144,85 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 		}
 	}
 	return v
+}
+
+// Notification channels are database-wide, so the relay gives each tenant its own: LISTEN, UNLISTEN and
+// NOTIFY are rewritten to the channel "<tenant>.<channel>", and the channel of every notification is given
+// back to the client without the prefix. A client never hears another tenant's notifications, nor sends
+// to their channels. pg_notify() inside an expression cannot be rewritten and is refused.
+
+// channelSep separates the tenant from the client's channel name on the server.
+const channelSep = "."
+
+// scopeChannel rewrites a lone LISTEN, UNLISTEN or NOTIFY to the tenant's channel.
+func scopeChannel(sql string, statements int, e policy.Effect, t *Tenant, v Verdict) Verdict {
+	refuse := func(code, msg string) Verdict {
+		return Verdict{Refused: true, Code: code, Message: msg}
+	}
+	kw := firstKeyword(sql)
+	if e.Kind == policy.EffectNotify && kw != "notify" {
+		return refuse("42501", "tenantproxy: pg_notify() is not allowed: channels are shared by all tenants; use NOTIFY, which the proxy keeps within the tenant")
+	}
+	if statements != 1 {
+		return refuse("0A000", "tenantproxy: LISTEN, UNLISTEN and NOTIFY must be sent alone, one statement per message, so the proxy can keep channels within the tenant")
+	}
+	if e.Kind == policy.EffectUnlisten && e.Name == "" {
+		v.Rewrite = "UNLISTEN *"
+		return v
+	}
+	channel := t.Name + channelSep + e.Name
+	if len(channel) > 63 {
+		return refuse("42622", fmt.Sprintf("tenantproxy: channel name %q is too long: with the tenant's prefix it must fit in 63 bytes", e.Name))
+	}
+	switch e.Kind {
+	case policy.EffectListen:
+		v.Pin = "LISTEN " + e.Name
+		v.Rewrite = "LISTEN " + pgident.Quote(channel)
+	case policy.EffectUnlisten:
+		v.Rewrite = "UNLISTEN " + pgident.Quote(channel)
+	case policy.EffectNotify:
+		v.Rewrite = "NOTIFY " + pgident.Quote(channel)
+		if e.Value != "" {
+			v.Rewrite += ", " + pgident.QuoteLiteral(e.Value)
+		}
+	}
+	return v
+}
+
+// firstKeyword returns the first word of sql, lower-cased, after white space and comments.
+func firstKeyword(sql string) string {
+	i := 0
+	for i < len(sql) {
+		switch {
+		case sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r' || sql[i] == '(':
+			i++
+		case strings.HasPrefix(sql[i:], "--"):
+			for i < len(sql) && sql[i] != '\n' {
+				i++
+			}
+		case strings.HasPrefix(sql[i:], "/*"):
+			depth := 0
+			for i < len(sql) {
+				if strings.HasPrefix(sql[i:], "/*") {
+					depth++
+					i += 2
+				} else if strings.HasPrefix(sql[i:], "*/") {
+					depth--
+					i += 2
+					if depth == 0 {
+						break
+					}
+				} else {
+					i++
+				}
+			}
+		default:
+			j := i
+			for j < len(sql) && (sql[j]|0x20 >= 'a' && sql[j]|0x20 <= 'z') {
+				j++
+			}
+			return strings.ToLower(sql[i:j])
+		}
+	}
+	return ""
 }

@@ -312,7 +312,11 @@ func (s *Session) query(sql string, msg []byte) bool {
 	if v.Pin != "" {
 		s.pinFor(v.Pin)
 	}
-	s.be.c.queue(msg)
+	if v.Rewrite != "" {
+		s.be.c.setBuf(appendQuery(s.be.c.buf(), v.Rewrite))
+	} else {
+		s.be.c.queue(msg)
+	}
 	s.be.push(op{kind: opQuery, sets: v.Sets})
 	s.be.unnamedSeq++
 	return true

@@ -97,6 +97,8 @@ type Verdict struct {
 	Pin string
 	// Sets are the tracked settings the statement changes, applied once it succeeds.
 	Sets []Setting
+	// Rewrite, when set, is the statement text sent instead of the client's (tenant-scoped channels).
+	Rewrite string
 }
 
 // Guard classifies statements before they reach a shared backend.
