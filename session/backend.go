@@ -100,6 +100,7 @@ type backend struct {
 	setupErr   string
 	needReset  bool // session state may survive: reset before the next tenant
 	verifyNext bool // run the tripwire's identity check when the backend is next idle
+	rolledBack bool // the last CommandComplete before ReadyForQuery was a ROLLBACK
 }
 
 const (
@@ -252,6 +253,10 @@ func (b *backend) classify(t byte) uint8 {
 			return actDrop
 		}
 		return actCapture
+	case msgCommandComplete:
+		if b.client != nil && (len(b.client.pendingSets) > 0 || (b.headOp() != nil && len(b.headOp().sets) > 0)) {
+			return actCapture // its tag tells whether the transaction was rolled back
+		}
 	}
 	h := b.headOp()
 	if h != nil && h.verify && t == msgDataRow {
@@ -290,6 +295,12 @@ func (b *backend) endMessage() {
 		b.copyIn = true
 	case msgCommandComplete:
 		b.copyIn = false
+		if b.action == actCapture {
+			b.rolledBack = string(b.capture[5:]) == "ROLLBACK\x00"
+			if h := b.headOp(); h != nil && !h.swallow && b.client != nil {
+				b.client.c.queue(b.capture)
+			}
+		}
 	}
 	h := b.headOp()
 	if h == nil {
@@ -309,8 +320,7 @@ func (b *backend) endMessage() {
 	case opExecute:
 		done = t == msgCommandComplete || t == msgEmptyQuery || t == msgPortalSuspended
 		if t == msgCommandComplete && len(h.sets) > 0 && b.client != nil {
-			b.client.applySets(h.sets)
-			b.settingsSQL = b.client.settingsSQL
+			b.client.pendingSets = append(b.client.pendingSets, h.sets...)
 		}
 	case opClose:
 		done = t == msgCloseComplete
@@ -347,10 +357,21 @@ func (b *backend) onReady() {
 		b.close("setup failed")
 		return
 	}
-	if !h.errored && len(h.sets) > 0 && b.client != nil {
-		b.client.applySets(h.sets)
-		b.settingsSQL = b.client.settingsSQL
+	if s := b.client; s != nil && !h.swallow {
+		if !h.errored && len(h.sets) > 0 {
+			s.pendingSets = append(s.pendingSets, h.sets...)
+		}
+		// Settings take effect as the server keeps them: when their transaction ends, unless it was
+		// rolled back (the tag of a ROLLBACK, and of a COMMIT of a failed transaction, is ROLLBACK).
+		if len(s.pendingSets) > 0 && b.status == txIdle {
+			if !b.rolledBack {
+				s.applySets(s.pendingSets)
+				b.settingsSQL = s.settingsSQL
+			}
+			s.pendingSets = s.pendingSets[:0]
+		}
 	}
+	b.rolledBack = false
 	b.pop()
 	if forward {
 		b.client.c.queue(b.capture)

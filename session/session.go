@@ -64,6 +64,7 @@ type Session struct {
 	startup     map[string][]string // tracked startup settings
 	settings    map[string][]string // tracked settings now
 	settingsSQL string              // SET statements replaying settings
+	pendingSets []Setting           // SETs of the open transaction, kept if it commits
 	stmts       map[string]*stmt    // protocol-level prepared statements by client name
 	unnamed     *stmt               // the client's unnamed statement
 	unnamedOn   *backend            // where it was last parsed
@@ -554,6 +555,7 @@ func (s *Session) terminate() {
 
 // resetSettings returns tracked settings to the client's startup values.
 func (s *Session) resetSettings() {
+	s.pendingSets = nil
 	s.settings = make(map[string][]string, len(s.startup))
 	for k, v := range s.startup {
 		s.settings[k] = v
