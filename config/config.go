@@ -123,6 +123,10 @@ type Pool struct {
 	WaitTimeout   Duration `toml:"wait_timeout"`
 	// MaxPreparedStatements is the per-backend limit of server-side prepared statements kept by the proxy.
 	MaxPreparedStatements int `toml:"max_prepared_statements"`
+	// MaxClientPreparedStatements and MaxClientPreparedBytes bound one client's named prepared statements
+	// (count and total text size) kept by the proxy.
+	MaxClientPreparedStatements int `toml:"max_client_prepared_statements"`
+	MaxClientPreparedBytes      int `toml:"max_client_prepared_bytes"`
 	// TenantMaxBackends caps the backends one tenant may hold at once (0: pool_size), so a noisy tenant
 	// cannot starve the others.
 	TenantMaxBackends int `toml:"tenant_max_backends"`
@@ -279,6 +283,8 @@ func (c *Config) applyDefaults() {
 	i(&c.Pool.MaxClientConn, 10000)
 	d(&c.Pool.WaitTimeout, 10*time.Second)
 	i(&c.Pool.MaxPreparedStatements, 500)
+	i(&c.Pool.MaxClientPreparedStatements, 10000)
+	i(&c.Pool.MaxClientPreparedBytes, 32<<20)
 	d(&c.Pool.ShutdownTimeout, 30*time.Second)
 	s(&c.Auth.Method, AuthSCRAM)
 	d(&c.Auth.FailureDelay, 250*time.Millisecond)
@@ -351,6 +357,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Pool.MaxPreparedStatements < 1 {
 		bad("[pool] max_prepared_statements", "must be at least 1, got %d", c.Pool.MaxPreparedStatements)
+	}
+	if c.Pool.MaxClientPreparedStatements < 1 {
+		bad("[pool] max_client_prepared_statements", "must be at least 1, got %d", c.Pool.MaxClientPreparedStatements)
+	}
+	if c.Pool.MaxClientPreparedBytes < 1024 {
+		bad("[pool] max_client_prepared_bytes", "must be at least 1024, got %d", c.Pool.MaxClientPreparedBytes)
 	}
 	if c.Pool.TenantMaxBackends < 0 {
 		bad("[pool] tenant_max_backends", "must not be negative")

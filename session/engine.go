@@ -78,6 +78,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxPreparedStatements <= 0 {
 		cfg.MaxPreparedStatements = 500
 	}
+	if cfg.MaxClientPreparedStatements <= 0 {
+		cfg.MaxClientPreparedStatements = 10000
+	}
+	if cfg.MaxClientPreparedBytes <= 0 {
+		cfg.MaxClientPreparedBytes = 32 << 20
+	}
 	if cfg.MaxClients <= 0 {
 		cfg.MaxClients = 10000
 	}

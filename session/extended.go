@@ -21,8 +21,9 @@ type stmt struct {
 	types []byte // the Parse message's parameter type section: int16 count, then int32 OIDs
 	// sets are tracked settings the statement changes when executed (a SET sent as a prepared statement).
 	sets []Setting
-	// emul is set when the relay answers the statement itself (DEALLOCATE ALL, DISCARD ALL, RESET ALL).
-	emul Emulation
+	// emul is set when the relay answers the statement itself (DEALLOCATE, DISCARD ALL, RESET ALL).
+	emul     Emulation
+	emulName string
 }
 
 type stmtKey struct {
@@ -72,6 +73,9 @@ func (s *Session) parse(msg []byte) bool {
 		return true
 	}
 	v := s.check(query, true)
+	if v.Emulate == EmulateDeallocate && s.stmts[v.Name] == nil {
+		v.Emulate = EmulateNone
+	}
 	if !s.ensureLease() {
 		return false
 	}
@@ -93,7 +97,7 @@ func (s *Session) parse(msg []byte) bool {
 	if v.Rewrite != "" {
 		query = v.Rewrite
 	}
-	st := &stmt{query: query, types: append([]byte(nil), types...), sets: v.Sets, emul: v.Emulate}
+	st := &stmt{query: query, types: append([]byte(nil), types...), sets: v.Sets, emul: v.Emulate, emulName: v.Name}
 	if st.emul != EmulateNone {
 		// Answered by the relay at Execute; the server never sees it.
 		s.keepStmt(name, st)
@@ -139,6 +143,16 @@ func (s *Session) keepStmt(name string, st *stmt) {
 		s.stmts = make(map[string]*stmt)
 	}
 	s.stmts[name] = st
+	s.stmtBytes += len(st.query)
+}
+
+// forget removes a named statement of the client.
+func (s *Session) forget(name string, st *stmt) {
+	delete(s.stmts, name)
+	s.stmtBytes -= len(st.query)
+	if st.id != 0 {
+		s.e.stmtUnref(s.tenant.Name, st)
+	}
 }
 
 var (
@@ -310,7 +324,7 @@ func (s *Session) execute(msg []byte) bool {
 	if st := s.portals[portal]; st != nil {
 		if st.emul != EmulateNone {
 			s.e.m.emulated.Inc()
-			s.be.pushSynthetic(appendCommandComplete(nil, s.emulateEffect(st.emul)))
+			s.be.pushSynthetic(appendCommandComplete(nil, s.emulateEffect(st.emul, st.emulName)))
 			return true
 		}
 		o.sets = st.sets
@@ -334,10 +348,7 @@ func (s *Session) closeMsg(msg []byte) bool {
 	}
 	if body[0] == 'S' && name != "" {
 		if st := s.stmts[name]; st != nil {
-			delete(s.stmts, name)
-			if st.id != 0 {
-				s.e.stmtUnref(s.tenant.Name, st)
-			}
+			s.forget(name, st)
 		}
 		if s.be == nil {
 			s.c.queue(closeComplete)
@@ -377,8 +388,7 @@ func (s *Session) forwardExt(msg []byte, kind opKind) bool {
 // forgetFailedParse drops the client's name for a statement whose Parse the server refused or skipped.
 func (s *Session) forgetFailedParse(name string, id uint64) {
 	if st := s.stmts[name]; st != nil && st.id == id && id != 0 {
-		delete(s.stmts, name)
-		s.e.stmtUnref(s.tenant.Name, st)
+		s.forget(name, st)
 	}
 }
 
@@ -390,6 +400,7 @@ func (s *Session) dropStatements() {
 		}
 	}
 	s.stmts = nil
+	s.stmtBytes = 0
 	s.unnamed = nil
 	s.portals = nil
 }

@@ -236,7 +236,7 @@ func TestPreparedStatementLRUEviction(t *testing.T) {
 	// s3 was used more recently than s2 and is still there.
 	m = r.fs.mark()
 	c.send(bindExec("s3")...)
-	c.untilReady()
+	equal(t, "Bind of a statement still cached", c.untilReady(), execReply("'q3'"))
 	equal(t, "server", r.fs.since(m), []string{"B  " + id3, "E ", "S"})
 }
 
@@ -295,7 +295,7 @@ func TestPipelineErrorLeavesNoPhantomStatement(t *testing.T) {
 				}
 				// Parsing it now reaches the server: the relay does not believe the backend has it.
 				m = r.fs.mark()
-				c.send(&pgproto3.Parse{Name: name, Query: "SELECT 'again'"}, &pgproto3.Sync{})
+				c.send(&pgproto3.Parse{Name: name, Query: "SELECT 'again " + name + "'"}, &pgproto3.Sync{})
 				equal(t, "Parse "+name+" again", c.untilReady(), []string{"ParseComplete", "ReadyForQuery I"})
 				if indexPrefix(r.fs.since(m), "P tp") < 0 {
 					t.Errorf("Parse %s again did not reach the server: %v", name, r.fs.since(m))

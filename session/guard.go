@@ -138,8 +138,11 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 		case policy.EffectPrepare:
 			v.Pin = "SQL PREPARE " + e.Name
 		case policy.EffectDeallocate:
-			if e.Name == "" && a.Statements == 1 {
-				v.Emulate = EmulateDeallocateAll
+			if a.Statements == 1 {
+				v.Emulate, v.Name = EmulateDeallocateAll, ""
+				if e.Name != "" {
+					v.Emulate, v.Name = EmulateDeallocate, e.Name
+				}
 			}
 		}
 	}

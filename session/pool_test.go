@@ -207,23 +207,44 @@ func TestDrainTimeoutEndsOpenTransactions(t *testing.T) {
 	r.fs.waitForMessage(t, m, "Q ROLLBACK")
 }
 
-func TestDialFailureFailsWaiters(t *testing.T) {
+// A client attached while no backend could ever be opened (the server is down when the proxy starts) must be
+// told so, not left waiting without a greeting.
+func TestClientToldWhenServerUnreachableAtStart(t *testing.T) {
 	fs := newFakeServer()
 	fs.dialErr = errors.New("connection refused")
-	e, err := session.New(session.Config{Mode: "transaction", PoolSize: 1, WaitTimeout: 10 * time.Second, Dialer: fs, Guard: newGuard()})
+	e, err := session.New(session.Config{Mode: "transaction", PoolSize: 1, WaitTimeout: 300 * time.Millisecond, Dialer: fs, Guard: newGuard()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.SetTenants([]session.Tenant{testTenant("acme")})
 	e.Start()
 	defer e.Close()
-	// The relay greets a client only once it knows the server's parameters; a dial that fails keeps it
-	// waiting for a backend, and it is told as soon as nothing is left to wait for.
 	c := attach(t, e, info("acme"))
-	msg := c.receive()
-	got := describeBackend(msg)
-	if !strings.HasPrefix(got, "ErrorResponse FATAL") {
-		t.Logf("client got %s first", got)
+	c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	msg, err := c.fe.Receive()
+	if err != nil {
+		t.Fatalf("the client heard nothing within 3s (wait_timeout 300ms, every dial fails): %v; stats %+v, dials %d", err, e.Stats(), fs.dialCount())
+	}
+	if got := describeBackend(msg); !strings.HasPrefix(got, "ErrorResponse FATAL 08006") && !strings.HasPrefix(got, "ErrorResponse FATAL 53300") {
+		t.Errorf("client got %q, want FATAL 08006 or 53300", got)
+	}
+}
+
+func TestWaitersToldWhenNoBackendCanBeOpened(t *testing.T) {
+	r := newRig(t, func(c *session.Config) { c.PoolSize = 2 })
+	r.waitStats("two backends", func(s session.Stats) bool { return s.Backends == 2 })
+	c := r.connect(info("acme"))
+	// The server goes away: every backend ends, and no new one can be opened.
+	r.fs.mu.Lock()
+	r.fs.dialErr = errors.New("connection refused")
+	r.fs.mu.Unlock()
+	for _, pid := range r.fs.pids() {
+		r.fs.conn(pid).conn.Close()
+	}
+	r.waitStats("no backend", func(s session.Stats) bool { return s.Backends == 0 && s.Dialing == 0 })
+	c.send(&pgproto3.Query{String: "SELECT 1"})
+	if got := c.closedWith(); got != "ErrorResponse FATAL 08006 tenantproxy: cannot connect to the database server: connection refused" {
+		t.Errorf("client got %q", got)
 	}
 }
 

@@ -463,7 +463,7 @@ func TestMalformedFramesCloseOnlyThatClient(t *testing.T) {
 		{name: "length below 4", frame: []byte{'Q', 0, 0, 0, 3}, reason: "tenantproxy: invalid message length"},
 		{name: "length over max_message_size", frame: []byte{'Q', 0, 0, 0x10, 0}, reason: "tenantproxy: message of 4096 bytes exceeds the limit of 1024"},
 		{name: "unknown type", frame: []byte{'z', 0, 0, 0, 4}, reason: `tenantproxy: invalid frontend message type 'z'`},
-		{name: "startup packet after startup", frame: []byte{0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f}, reason: "tenantproxy: message of 525522 bytes exceeds"},
+		{name: "startup packet after startup", frame: []byte{0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f}, reason: "tenantproxy: message of 2052 bytes exceeds"},
 		{name: "type zero", frame: []byte{0, 0, 0, 0, 4}, reason: `tenantproxy: invalid frontend message type '\x00'`},
 		{name: "query without terminator", frame: []byte{'Q', 0, 0, 0, 6, 'a', 'b'}, reason: "tenantproxy: malformed Query message"},
 		{name: "parse without parameter count", frame: []byte{'P', 0, 0, 0, 8, 0, 'x', 0, 0}, reason: "tenantproxy: malformed Parse message"},

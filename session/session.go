@@ -66,6 +66,7 @@ type Session struct {
 	settingsSQL string              // SET statements replaying settings
 	pendingSets []Setting           // SETs of the open transaction, kept if it commits
 	stmts       map[string]*stmt    // protocol-level prepared statements by client name
+	stmtBytes   int                 // total text size of stmts
 	unnamed     *stmt               // the client's unnamed statement
 	unnamedOn   *backend            // where it was last parsed
 	unnamedSeq  uint64              // that backend's unnamedSeq right after
@@ -287,6 +288,9 @@ func (s *Session) handle(t byte, msg []byte) bool {
 
 func (s *Session) query(sql string, msg []byte) bool {
 	v := s.check(sql, false)
+	if v.Emulate == EmulateDeallocate && s.stmts[v.Name] == nil {
+		v.Emulate = EmulateNone
+	}
 	if v.Emulate != EmulateNone && !v.Refused {
 		if s.be != nil && !s.be.opsEmpty() {
 			s.stalled = true
@@ -300,7 +304,7 @@ func (s *Session) query(sql string, msg []byte) bool {
 				return true
 			}
 		}
-		s.emulate(v.Emulate)
+		s.emulate(v.Emulate, v.Name)
 		return true
 	}
 	if !s.ensureLease() {
@@ -355,19 +359,19 @@ func (s *Session) poison(kind opKind, code, message string) {
 }
 
 // emulate answers DISCARD ALL, RESET ALL and DEALLOCATE ALL sent as a simple query, without the server.
-func (s *Session) emulate(e Emulation) {
+func (s *Session) emulate(e Emulation, name string) {
 	status := byte(txIdle)
 	if s.be != nil {
 		status = s.be.status
 	}
 	s.e.m.emulated.Inc()
-	tag := s.emulateEffect(e)
+	tag := s.emulateEffect(e, name)
 	s.c.setBuf(appendReady(appendCommandComplete(s.c.buf(), tag), status))
 }
 
 // emulateEffect resets what the client itself set and keeps the tenant context; it returns the command
 // tag PostgreSQL would send.
-func (s *Session) emulateEffect(e Emulation) string {
+func (s *Session) emulateEffect(e Emulation, name string) string {
 	switch e {
 	case EmulateDiscardAll:
 		s.resetSettings()
@@ -379,6 +383,11 @@ func (s *Session) emulateEffect(e Emulation) string {
 	case EmulateDeallocateAll:
 		s.dropStatements()
 		return "DEALLOCATE ALL"
+	case EmulateDeallocate:
+		if st := s.stmts[name]; st != nil {
+			s.forget(name, st)
+		}
+		return "DEALLOCATE"
 	}
 	panic(fmt.Sprintf("BUG: emulation %d", e))
 }

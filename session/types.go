@@ -75,6 +75,9 @@ const (
 	EmulateResetAll
 	// EmulateDeallocateAll forgets the client's protocol-level prepared statements.
 	EmulateDeallocateAll
+	// EmulateDeallocate forgets one of them (Verdict.Name); a name the relay does not know goes to the
+	// server, where it may be a statement of SQL PREPARE.
+	EmulateDeallocate
 )
 
 // Setting is a session setting set with plain SET (or RESET) that the relay tracks and replays.
@@ -91,6 +94,8 @@ type Verdict struct {
 	Message string
 	// Emulate is set when the relay answers the statement itself.
 	Emulate Emulation
+	// Name is the statement name of EmulateDeallocate.
+	Name string
 	// Pin is non-empty when the statement leaves session state that outlives its transaction (temp
 	// table, WITH HOLD cursor, LISTEN, session advisory lock, SQL PREPARE): the backend then stays with
 	// the client (transaction pooling) until the client leaves. It names the state.
@@ -120,6 +125,9 @@ type Config struct {
 	QueryTimeout          time.Duration
 	MaxMessageSize        int
 	MaxPreparedStatements int
+	// MaxClientPreparedStatements and MaxClientPreparedBytes bound one client's named statements.
+	MaxClientPreparedStatements int
+	MaxClientPreparedBytes      int
 	// TripwireSampleRate is the fraction of tenant switches after which the backend's identity is checked.
 	TripwireSampleRate float64
 	// AuditStatementText puts a refused statement's full text in its audit record (off: fingerprint only).

@@ -66,7 +66,8 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		MaxClients: cfg.Pool.MaxClientConn, WaitTimeout: cfg.Pool.WaitTimeout.Duration,
 		IdleTimeout: cfg.Backend.IdleTimeout.Duration, MaxLifetime: cfg.Backend.MaxLifetime.Duration,
 		QueryTimeout: cfg.Backend.QueryTimeout.Duration, MaxMessageSize: cfg.Listen.MaxMessageSize,
-		MaxPreparedStatements: cfg.Pool.MaxPreparedStatements, TripwireSampleRate: cfg.Tenancy.TripwireSampleRate,
+		MaxPreparedStatements:       cfg.Pool.MaxPreparedStatements,
+		MaxClientPreparedStatements: cfg.Pool.MaxClientPreparedStatements, MaxClientPreparedBytes: cfg.Pool.MaxClientPreparedBytes, TripwireSampleRate: cfg.Tenancy.TripwireSampleRate,
 		PoolRole: cfg.Backend.User, AuditStatementText: cfg.Log.AuditStatementText, Dialer: dialer, Guard: session.NewPolicyGuard(guard),
 		Logger: log, Metrics: session.NewMetrics(reg),
 	})
