@@ -68,13 +68,16 @@ func Doctor(ctx context.Context, cfg *config.Config) (Report, error) {
 		return Report{}, err
 	}
 	defer conn.Close(context.Background())
-	return doctorConn(ctx, cfg, conn)
+	return doctorConn(ctx, cfg, conn, false)
 }
 
 type doctor struct {
 	cfg  *config.Config
 	conn *pgx.Conn
 	rep  Report
+	// catalogOnly checks the tenants of the catalog even when [tenancy] catalog = "config": init runs
+	// before the [[tenants]] of the config are created.
+	catalogOnly bool
 
 	database   string
 	poolOID    *uint32
@@ -122,8 +125,8 @@ func (d *doctor) check(name string, f findings, okDetail string) {
 	d.add(name, false, listed(f.details, "; "), listed(f.fixes, " "))
 }
 
-func doctorConn(ctx context.Context, cfg *config.Config, conn *pgx.Conn) (Report, error) {
-	d := &doctor{cfg: cfg, conn: conn, rlsSchemas: map[string]bool{}}
+func doctorConn(ctx context.Context, cfg *config.Config, conn *pgx.Conn, catalogOnly bool) (Report, error) {
+	d := &doctor{cfg: cfg, conn: conn, catalogOnly: catalogOnly, rlsSchemas: map[string]bool{}}
 	for _, step := range []func(context.Context) error{d.checkBasics, d.checkExposedGrants, d.checkPool, d.checkTenants} {
 		if err := step(ctx); err != nil {
 			return Report{}, fmt.Errorf("doctor: %w", err)
@@ -417,16 +420,17 @@ func catalogTenants(ctx context.Context, db querier, cfg *config.Config) ([]tena
 	if err != nil {
 		return nil, catalogError(err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (tenantRef, error) {
+	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tenantRef, error) {
 		var name, schema, status string
 		err := r.Scan(&name, &schema, &status)
 		return newTenantRef(cfg, name, schema, status), err
 	})
+	return ts, catalogError(err)
 }
 
 // doctorTenants is the tenant list doctor checks.
 func (d *doctor) doctorTenants(ctx context.Context) ([]tenantRef, error) {
-	if d.cfg.Tenancy.Catalog == config.CatalogDatabase {
+	if d.cfg.Tenancy.Catalog == config.CatalogDatabase || d.catalogOnly {
 		if !d.catalogOK {
 			return nil, nil
 		}

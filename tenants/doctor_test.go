@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantproxy/tenantproxy/config"
 )
 
 func failedNames(r Report) []string {
@@ -208,5 +210,25 @@ func TestInitRefusesRoleNamesThatCollide(t *testing.T) {
 	r := e.run("init")
 	if r.code != ExitFailure || !strings.Contains(r.stderr, "the pool role must be a role of its own") {
 		t.Fatalf("init with pool role = admin role: %v", r)
+	}
+}
+
+func TestDoctorInConfigModeChecksTheConfiguredTenants(t *testing.T) {
+	e := newEnv(t, sampleMigrations(t))
+	e.cfg.Tenancy.Catalog = config.CatalogConfig
+	e.cfg.Tenants = []config.Tenant{{Name: "acme", Schema: "acme_s"}}
+	// init succeeds before the configured tenants exist: they are created after it.
+	e.must("init")
+	rep, err := Doctor(context.Background(), e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := strings.Join(failedNames(rep), "; ")
+	if !strings.Contains(failed, "config tenants are provisioned") || !strings.Contains(failed, "tenant schemas exist and belong to the owner role") {
+		t.Fatalf("doctor with an unprovisioned config tenant fails: %s", failed)
+	}
+	e.must("tenant", "create", "acme", "--schema", "acme_s")
+	if rep, err := Doctor(context.Background(), e.cfg); err != nil || len(rep.Failed()) > 0 {
+		t.Fatalf("doctor after tenant create: %v %+v", err, rep.Failed())
 	}
 }

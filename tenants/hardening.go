@@ -205,7 +205,8 @@ func initStatements(cfg *config.Config, st initState) (roles, catalog, hardening
 	return roles, catalog, hardening
 }
 
-// runInit creates the owner and pool roles and the catalog, applies the hardening, and runs doctor.
+// runInit creates the owner and pool roles and the catalog, applies the hardening, and runs doctor over
+// the server and the tenants already in the catalog ([[tenants]] of the config are created afterwards).
 func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 	if err := checkRoleNames(cfg); err != nil {
 		return err
@@ -251,7 +252,7 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 		fmt.Fprintf(out, "init: admin role %s is not a superuser, so the hardening of pg_catalog was NOT applied; run the fixes doctor prints as a superuser\n",
 			q(cfg.Admin.User))
 	}
-	rep, err := doctorConn(ctx, cfg, conn)
+	rep, err := doctorConn(ctx, cfg, conn, true)
 	if err != nil {
 		return err
 	}

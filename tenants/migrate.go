@@ -141,13 +141,14 @@ func plan(files []migration, applied []appliedMigration, to int) ([]migration, e
 	return pending, nil
 }
 
-// readApplied reads the applied migrations of one target (tenant "" is the shared schema).
-func readApplied(ctx context.Context, db querier, tenant string) ([]appliedMigration, error) {
-	rows, err := db.Query(ctx, "SELECT version, name, checksum FROM tenantproxy.migrations WHERE tenant = $1 ORDER BY version", tenant)
-	if err != nil {
-		return nil, catalogError(err)
-	}
-	return pgx.CollectRows(rows, pgx.RowToStructByPos[appliedMigration])
+// queueApplied queues the read of one target's applied migrations (tenant "" is the shared schema).
+func queueApplied(b *pgx.Batch, tenant string, out *[]appliedMigration) {
+	b.Queue("SELECT version, name, checksum FROM tenantproxy.migrations WHERE tenant = $1 ORDER BY version", tenant).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			*out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[appliedMigration])
+			return err
+		})
 }
 
 // readAllApplied reads every applied migration, by tenant.
@@ -166,7 +167,7 @@ func readAllApplied(ctx context.Context, db querier) (map[string][]appliedMigrat
 		}
 		out[t] = append(out[t], a)
 	}
-	return out, rows.Err()
+	return out, catalogError(rows.Err())
 }
 
 // migrationError is a failed migration file, with the line the server pointed at.
@@ -207,19 +208,23 @@ func newMigrationError(m migration, err error) error {
 	return me
 }
 
-// applyLocked runs the pending files of one target inside tx, which already holds the target's lock:
-// as the owner role, with search_path set to schema, recording each file in the catalog.
-func applyLocked(ctx context.Context, tx pgx.Tx, cfg *config.Config, tenant, schema string, pending []migration) error {
+// migrationSetup switches a transaction to the owner role and the target's schema; migration files
+// run after it.
+func migrationSetup(cfg *config.Config, schema string) []string {
+	return []string{
+		"SET LOCAL ROLE " + q(cfg.Admin.OwnerRole),
+		"SET LOCAL search_path TO " + q(schema),
+	}
+}
+
+// runFiles runs the pending files of one target inside tx, which holds the target's lock and has run
+// migrationSetup, and then records them in the catalog.
+func runFiles(ctx context.Context, tx pgx.Tx, tenant string, pending []migration) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	if err := execScript(ctx, tx, []string{
-		"SET LOCAL ROLE " + q(cfg.Admin.OwnerRole),
-		"SET LOCAL search_path TO " + q(schema),
-	}); err != nil {
-		return err
-	}
-	for _, m := range pending {
+	versions, names, sums := make([]int32, len(pending)), make([]string, len(pending)), make([]string, len(pending))
+	for i, m := range pending {
 		if !utf8.ValidString(m.SQL) {
 			return &migrationError{File: m.File, Err: errors.New("the file is not valid UTF-8")}
 		}
@@ -229,19 +234,28 @@ func applyLocked(ctx context.Context, tx pgx.Tx, cfg *config.Config, tenant, sch
 		if st := tx.Conn().PgConn().TxStatus(); st != 'T' {
 			return &migrationError{File: m.File, Err: fmt.Errorf("the file ended the transaction (transaction status %q); migrations must not contain COMMIT or ROLLBACK, and this target may be partly migrated", st)}
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO tenantproxy.migrations (tenant, version, name, checksum) VALUES ($1, $2, $3, $4)",
-			tenant, m.Version, m.File, m.Checksum); err != nil {
-			return fmt.Errorf("%s: record it in the catalog: %w", m.File, err)
-		}
+		versions[i], names[i], sums[i] = int32(m.Version), m.File, m.Checksum
+	}
+	_, err := tx.Exec(ctx, `
+INSERT INTO tenantproxy.migrations (tenant, version, name, checksum)
+SELECT $1, v, n, c FROM unnest($2::int4[], $3::text[], $4::text[]) AS f(v, n, c)`, tenant, versions, names, sums)
+	if err != nil {
+		return fmt.Errorf("record %s in the catalog: %w", fileList(pending), err)
 	}
 	return nil
 }
 
-// lockTarget takes the transaction-level lock of one target (tenant "" is the shared schema). Create,
-// drop, restore and migrations of one tenant take it, so they never interleave.
+// queueLock queues the transaction-level lock of one target (tenant "" is the shared schema). Create,
+// drop, backup, restore and migrations of one tenant take it, so they never interleave.
+func queueLock(b *pgx.Batch, tenant string) {
+	b.Queue("SELECT pg_advisory_xact_lock($1, hashtext($2))", lockClassTenant, tenant)
+}
+
+// lockTarget takes the lock of queueLock at once.
 func lockTarget(ctx context.Context, tx pgx.Tx, tenant string) error {
-	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", lockClassTenant, tenant)
-	return err
+	b := &pgx.Batch{}
+	queueLock(b, tenant)
+	return tx.SendBatch(ctx, b).Close()
 }
 
 // migrateTarget migrates one target in one transaction and returns the files it applied. For a tenant
@@ -252,34 +266,32 @@ func migrateTarget(ctx context.Context, conn *pgx.Conn, cfg *config.Config, tena
 		return nil, err
 	}
 	defer tx.Rollback(context.Background())
-	if err := lockTarget(ctx, tx, tenant); err != nil {
-		return nil, err
-	}
+	b := &pgx.Batch{}
+	queueLock(b, tenant)
+	exists := true
 	if tenant == "" {
-		if err := execScript(ctx, tx, []string{
-			"CREATE SCHEMA IF NOT EXISTS " + q(SharedSchema) + " AUTHORIZATION " + q(cfg.Admin.OwnerRole),
-			"REVOKE ALL ON SCHEMA " + q(SharedSchema) + " FROM PUBLIC",
-		}); err != nil {
-			return nil, err
-		}
+		b.Queue("CREATE SCHEMA IF NOT EXISTS " + q(SharedSchema) + " AUTHORIZATION " + q(cfg.Admin.OwnerRole))
+		b.Queue("REVOKE ALL ON SCHEMA " + q(SharedSchema) + " FROM PUBLIC")
 	} else {
-		var exists bool
-		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT FROM tenantproxy.tenants WHERE name = $1 AND schema = $2)", tenant, schema).Scan(&exists); err != nil {
-			return nil, catalogError(err)
-		}
-		if !exists {
-			return nil, nil
-		}
+		b.Queue("SELECT EXISTS (SELECT FROM tenantproxy.tenants WHERE name = $1 AND schema = $2)", tenant, schema).
+			QueryRow(func(r pgx.Row) error { return r.Scan(&exists) })
 	}
-	applied, err := readApplied(ctx, tx, tenant)
-	if err != nil {
-		return nil, err
+	var applied []appliedMigration
+	queueApplied(b, tenant, &applied)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, catalogError(err)
+	}
+	if !exists {
+		return nil, nil
 	}
 	pending, err := plan(files, applied, to)
-	if err != nil {
+	if err != nil || len(pending) == 0 {
 		return nil, err
 	}
-	if err := applyLocked(ctx, tx, cfg, tenant, schema, pending); err != nil {
+	if err := execScript(ctx, tx, migrationSetup(cfg, schema)); err != nil {
+		return nil, err
+	}
+	if err := runFiles(ctx, tx, tenant, pending); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {

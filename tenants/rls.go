@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tenantproxy/tenantproxy/config"
 )
 
@@ -51,6 +53,19 @@ func scanRLSTables(ctx context.Context, db querier, where string, args ...any) (
 	if err != nil {
 		return nil, err
 	}
+	return collectRLSTables(rows)
+}
+
+// queueRLSTables queues the read of every table carrying the tenant_isolation policy.
+func queueRLSTables(b *pgx.Batch, out *[]rlsTable) {
+	b.Queue(rlsTableColumns + "\nWHERE p.oid IS NOT NULL\nORDER BY 1, 2").Query(func(rows pgx.Rows) error {
+		var err error
+		*out, err = collectRLSTables(rows)
+		return err
+	})
+}
+
+func collectRLSTables(rows pgx.Rows) ([]rlsTable, error) {
 	defer rows.Close()
 	var out []rlsTable
 	for rows.Next() {

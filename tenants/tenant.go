@@ -14,36 +14,47 @@ import (
 
 // provisionState is what create and restore need to know before they provision a tenant.
 type provisionState struct {
-	catalogSchema  *string // schema of the tenant's catalog row, nil when there is none
-	schemaTenant   *string // tenant whose catalog row uses the schema, nil when none
-	roleNeedsAlter *bool   // nil when the role does not exist; true when it can log in or inherits
-	schemaExists   bool
-	rls            []rlsTable
+	catalogSchema   *string // schema of the tenant's catalog row, nil when there is none
+	schemaTenant    *string // tenant whose catalog row uses the schema, nil when none
+	roleNeedsAlter  *bool   // nil when the role does not exist; true when it can log in or inherits
+	schemaExists    bool
+	poolOK, ownerOK bool
+	rls             []rlsTable
 }
 
-func readProvisionState(ctx context.Context, tx pgx.Tx, cfg *config.Config, t tenantRef) (provisionState, error) {
-	var st provisionState
-	var poolOK, ownerOK bool
-	err := tx.QueryRow(ctx, `
+// queueProvisionState queues the reads of provisionState into st.
+func queueProvisionState(b *pgx.Batch, cfg *config.Config, t tenantRef, st *provisionState) {
+	b.Queue(`
 SELECT (SELECT schema FROM tenantproxy.tenants WHERE name = $1),
        (SELECT name FROM tenantproxy.tenants WHERE schema = $2),
        (SELECT rolcanlogin OR rolinherit OR rolsuper OR rolbypassrls OR rolcreatedb OR rolcreaterole FROM pg_roles WHERE rolname = $3),
        EXISTS (SELECT FROM pg_namespace WHERE nspname = $2),
        EXISTS (SELECT FROM pg_roles WHERE rolname = $4),
        EXISTS (SELECT FROM pg_roles WHERE rolname = $5)`,
-		t.Name, t.Schema, t.Role, cfg.Backend.User, cfg.Admin.OwnerRole).Scan(
-		&st.catalogSchema, &st.schemaTenant, &st.roleNeedsAlter, &st.schemaExists, &poolOK, &ownerOK)
-	if err != nil {
-		return st, catalogError(err)
-	}
-	if !poolOK || !ownerOK {
-		return st, fmt.Errorf("the pool role %s or the owner role %s does not exist; run `tenantproxy init` first",
+		t.Name, t.Schema, t.Role, cfg.Backend.User, cfg.Admin.OwnerRole).QueryRow(func(r pgx.Row) error {
+		return r.Scan(&st.catalogSchema, &st.schemaTenant, &st.roleNeedsAlter, &st.schemaExists, &st.poolOK, &st.ownerOK)
+	})
+	queueRLSTables(b, &st.rls)
+}
+
+// check refuses to provision before init.
+func (st provisionState) check(cfg *config.Config) error {
+	if !st.poolOK || !st.ownerOK {
+		return fmt.Errorf("the pool role %s or the owner role %s does not exist; run `tenantproxy init` first",
 			q(cfg.Backend.User), q(cfg.Admin.OwnerRole))
 	}
-	if st.rls, err = rlsTables(ctx, tx); err != nil {
-		return st, err
+	return nil
+}
+
+// readProvisionState reads provisionState in one round trip.
+func readProvisionState(ctx context.Context, tx pgx.Tx, cfg *config.Config, t tenantRef) (provisionState, error) {
+	var st provisionState
+	b := &pgx.Batch{}
+	queueProvisionState(b, cfg, t, &st)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return st, catalogError(err)
 	}
-	return st, nil
+	return st, st.check(cfg)
 }
 
 // roleStatements create the tenant's role, or bring an existing one to NOLOGIN NOINHERIT, and let the
@@ -101,11 +112,16 @@ func createTenant(ctx context.Context, conn *pgx.Conn, cfg *config.Config, ms mi
 		return res, err
 	}
 	defer tx.Rollback(context.Background())
-	if err := lockTarget(ctx, tx, name); err != nil {
-		return res, err
+	var st provisionState
+	var applied []appliedMigration
+	b := &pgx.Batch{}
+	queueLock(b, name)
+	queueProvisionState(b, cfg, t, &st)
+	queueApplied(b, name, &applied)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return res, fmt.Errorf("tenant %q: %w", name, catalogError(err))
 	}
-	st, err := readProvisionState(ctx, tx, cfg, t)
-	if err != nil {
+	if err := st.check(cfg); err != nil {
 		return res, fmt.Errorf("tenant %q: %w", name, err)
 	}
 	switch {
@@ -113,6 +129,10 @@ func createTenant(ctx context.Context, conn *pgx.Conn, cfg *config.Config, ms mi
 		return res, fmt.Errorf("tenant %q already exists with schema %q, not %q", name, *st.catalogSchema, schema)
 	case st.schemaTenant != nil && *st.schemaTenant != name:
 		return res, fmt.Errorf("tenant %q: schema %q belongs to tenant %q", name, schema, *st.schemaTenant)
+	}
+	pending, err := plan(ms.tenant, applied, 0)
+	if err != nil {
+		return res, fmt.Errorf("tenant %q: %w", name, err)
 	}
 	res.created = st.catalogSchema == nil
 	stmts := roleStatements(cfg, t, st)
@@ -123,18 +143,13 @@ func createTenant(ctx context.Context, conn *pgx.Conn, cfg *config.Config, ms mi
 			"INSERT INTO tenantproxy.tenants (name, schema) VALUES ("+lit(name)+", "+lit(schema)+")",
 			notifyStatement("create", name))
 	}
+	if len(pending) > 0 {
+		stmts = append(stmts, migrationSetup(cfg, schema)...)
+	}
 	if err := execScript(ctx, tx, stmts); err != nil {
 		return res, fmt.Errorf("tenant %q: provision: %w", name, err)
 	}
-	applied, err := readApplied(ctx, tx, name)
-	if err != nil {
-		return res, err
-	}
-	pending, err := plan(ms.tenant, applied, 0)
-	if err != nil {
-		return res, fmt.Errorf("tenant %q: %w", name, err)
-	}
-	if err := applyLocked(ctx, tx, cfg, name, schema, pending); err != nil {
+	if err := runFiles(ctx, tx, name, pending); err != nil {
 		return res, fmt.Errorf("tenant %q: migration %w", name, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -224,7 +239,7 @@ ORDER BY t.name`)
 		return ti, err
 	})
 	if err != nil {
-		return err
+		return catalogError(err)
 	}
 	if asJSON {
 		return writeJSON(out, infos)

@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -75,7 +76,9 @@ func newTenantRef(cfg *config.Config, name, schema, status string) tenantRef {
 	return tenantRef{Name: name, Schema: schema, Role: cfg.TenantRole(name, schema), Status: status}
 }
 
-// connString builds a keyword/value connection string; every value is quoted.
+// connString builds a keyword/value connection string; every value is quoted. Like the proxy's own
+// backend connections it does not ask for TLS, unless PGSSLMODE says otherwise (sslmode=prefer would cost
+// a second connection, and a second server process, whenever the server refuses TLS).
 func connString(cfg *config.Config, database, user, password, appName string) string {
 	kv := [][2]string{
 		{"host", cfg.Backend.Host},
@@ -86,6 +89,9 @@ func connString(cfg *config.Config, database, user, password, appName string) st
 	}
 	if password != "" {
 		kv = append(kv, [2]string{"password", password})
+	}
+	if os.Getenv("PGSSLMODE") == "" {
+		kv = append(kv, [2]string{"sslmode", "disable"})
 	}
 	var b strings.Builder
 	for _, p := range kv {
@@ -107,6 +113,9 @@ func connectAdmin(ctx context.Context, cfg *config.Config, database string) (*pg
 		return nil, fmt.Errorf("admin connection settings: %w", err)
 	}
 	cc.ConnectTimeout = cfg.Backend.ConnectTimeout.Duration
+	// A lifecycle command runs each statement a few times at most, on a connection of its own: one round
+	// trip per statement beats preparing it first.
+	cc.DefaultQueryExecMode = pgx.QueryExecModeExec
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d database %q as admin role %q: %w",
@@ -131,6 +140,9 @@ func execScript(ctx context.Context, q querier, stmts []string) error {
 
 // catalogError turns "relation tenantproxy.x does not exist" into advice to run init.
 func catalogError(err error) error {
+	if err == nil {
+		return nil
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000") && strings.Contains(pe.Message, CatalogSchema) {
 		return fmt.Errorf("the tenant catalog is missing (%s); run `tenantproxy init` first", pe.Message)
