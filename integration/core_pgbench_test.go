@@ -42,6 +42,7 @@ func TestPgbenchBothTenantsEveryProtocol(t *testing.T) {
 			p := startProxy(t, pm, func(c *config.Config) {
 				// Session pooling holds a backend per client for the client's whole life.
 				c.Backend.PoolSize = 2
+				c.Pool.WaitTimeout.Duration = 5 * time.Second
 				if pm == config.ModeSession {
 					c.Backend.PoolSize = 6
 				}
