@@ -64,7 +64,10 @@ func TestPgbenchBothTenantsEveryProtocol(t *testing.T) {
 					results := make(chan result, len(clients))
 					for tenant, n := range clients {
 						go func() {
-							out, err := runPgbench(p, tenant, "-n", "-T", "2", "-c", strconv.Itoa(n), "-M", protocol, "-f", filepath.Join(dir, tenant+".sql"))
+							// A thread per client: with -M prepared pgbench prepares each statement with a
+							// blocking PQprepare, which needs a backend; on a shared thread that wait would
+							// stall the clients holding the backends in their transactions.
+							out, err := runPgbench(p, tenant, "-n", "-T", "2", "-c", strconv.Itoa(n), "-j", strconv.Itoa(n), "-M", protocol, "-f", filepath.Join(dir, tenant+".sql"))
 							results <- result{tenant, out, err}
 						}()
 					}
