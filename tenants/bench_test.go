@@ -20,13 +20,15 @@ CREATE INDEX audit_log_at_idx ON audit_log (at);
 //
 //	create-s      `tenant create` of 1,000 tenants, one Main call (and admin connection) each, as a shell
 //	              loop would run them, each applying the three sample migrations
+//	create-bare-s the same without migration files: schema, role, grants and catalog row only
 //	migrate-p4-s  `migrate up --parallel 4` of a three-statement migration across the 1,000 schemas
-//	migrate-p1-s  the same with --parallel 1, for comparison
+//	migrate-p1-s  another three-statement migration with --parallel 1, for comparison
 //	doctor-s      Doctor over the 1,000 tenants (what serve runs at start)
+//	list-s        `tenant list` of the 1,000 tenants, with their sizes
 //
 // Run it with: go test ./tenants -run '^$' -bench Lifecycle1000 -benchtime 1x
 func BenchmarkLifecycle1000Tenants(b *testing.B) {
-	var create, migrateP4, migrateP1, doctor time.Duration
+	var create, createBare, migrateP4, migrateP1, doctor, list time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		e := newEnv(b, sampleMigrations(b))
@@ -58,10 +60,26 @@ func BenchmarkLifecycle1000Tenants(b *testing.B) {
 		if err != nil || len(rep.Failed()) > 0 {
 			b.Fatalf("doctor over %d tenants: %v %+v", benchTenants, err, rep.Failed())
 		}
+
+		start = time.Now()
+		e.must("tenant", "list")
+		list += time.Since(start)
+
+		b.StopTimer()
+		bare := newEnv(b, nil)
+		bare.must("init")
+		b.StartTimer()
+		start = time.Now()
+		for k := 0; k < benchTenants; k++ {
+			bare.must("tenant", "create", fmt.Sprintf("t%04d", k))
+		}
+		createBare += time.Since(start)
 	}
 	n := float64(b.N)
 	b.ReportMetric(create.Seconds()/n, "create-s")
+	b.ReportMetric(createBare.Seconds()/n, "create-bare-s")
 	b.ReportMetric(migrateP4.Seconds()/n, "migrate-p4-s")
 	b.ReportMetric(migrateP1.Seconds()/n, "migrate-p1-s")
 	b.ReportMetric(doctor.Seconds()/n, "doctor-s")
+	b.ReportMetric(list.Seconds()/n, "list-s")
 }

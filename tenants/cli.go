@@ -106,7 +106,7 @@ var commands = []command{
 		summary: "apply pending migrations: shared ones once, then every tenant, one transaction per tenant",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			var o migrateOptions
-			fs.IntVar(&o.to, "to", 0, "apply versions up to `V` only (default: all)")
+			fs.IntVar(&o.to, "to", 0, "apply versions up to `V` only, of tenant and shared migrations (default: all)")
 			fs.StringVar(&o.tenant, "tenant", "", "migrate tenant `NAME` only (shared migrations are skipped)")
 			fs.IntVar(&o.parallel, "parallel", 1, "migrate `N` tenants at a time, over N connections")
 			fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be applied and change nothing")

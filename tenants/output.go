@@ -106,8 +106,11 @@ func (p *progress) printf(w io.Writer, format string, args ...any) {
 
 // finish leaves the final bar on its own line.
 func (p *progress) finish() {
-	if p.tty {
-		p.draw()
-		fmt.Fprintln(p.w)
+	if !p.tty {
+		return
 	}
+	if p.done < p.total {
+		p.draw()
+	}
+	fmt.Fprintln(p.w)
 }

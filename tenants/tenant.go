@@ -215,14 +215,15 @@ func listTenants(ctx context.Context, cfg *config.Config, asJSON bool, out io.Wr
 	}
 	defer conn.Close(context.Background())
 	rows, err := conn.Query(ctx, `
+WITH sizes AS (
+  SELECT c.relnamespace, sum(pg_total_relation_size(c.oid)) AS bytes
+  FROM pg_class c WHERE c.relkind IN ('r', 'm') GROUP BY c.relnamespace)
 SELECT t.name, t.schema, t.status, t.created_at,
        coalesce((SELECT max(m.version) FROM tenantproxy.migrations m WHERE m.tenant = t.name), 0),
-       coalesce(sz.bytes, 0)::bigint, pg_size_pretty(coalesce(sz.bytes, 0)::bigint)
+       coalesce(s.bytes, 0)::bigint, pg_size_pretty(coalesce(s.bytes, 0)::bigint)
 FROM tenantproxy.tenants t
-LEFT JOIN LATERAL (
-  SELECT sum(pg_total_relation_size(c.oid)) AS bytes
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname = t.schema AND c.relkind IN ('r', 'm')) sz ON true
+LEFT JOIN pg_namespace n ON n.nspname = t.schema
+LEFT JOIN sizes s ON s.relnamespace = n.oid
 ORDER BY t.name`)
 	if err != nil {
 		return catalogError(err)
