@@ -1,0 +1,311 @@
+package isolation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tenantproxy/tenantproxy/config"
+)
+
+// stateCases leave session state on a shared backend: temporary tables that would shadow the next
+// tenant's, WITH HOLD cursors, SQL prepared statements, advisory locks, large objects, sequences' last
+// values and settings. Each kind is refused by the server's hardening, pins the backend to the client in
+// transaction pooling, or is tracked per client; none reaches the next tenant.
+func stateCases() []escape {
+	temp := func(name, sql string) escape {
+		// TEMPORARY is revoked on the database: the server refuses, after the guard pinned the backend.
+		return escape{name: name, steps: []step{fails("42501", sql, "temporary")}, pins: true,
+			next: []step{okRows("SELECT DISTINCT tenant FROM employees", "globex")}}
+	}
+	setting := func(name, sql, show, want string) escape {
+		return escape{name: name, steps: []step{ok(sql), okRows(show, want)}, own: []step{okRows(show, want)}}
+	}
+	return []escape{
+		temp("temporary table shadowing employees", "CREATE TEMP TABLE employees (id int, name text, email text, tenant text)"),
+		temp("temporary table as select", "CREATE TEMPORARY TABLE employees AS SELECT 'acme'::text AS tenant"),
+		temp("table in pg_temp", "CREATE TABLE pg_temp.employees (tenant text)"),
+		temp("select into temp", "SELECT 'acme'::text AS tenant INTO TEMP employees"),
+		temp("temporary view", "CREATE TEMP VIEW employees AS SELECT 'acme'::text AS tenant"),
+		temp("temporary sequence", "create temporary sequence s"),
+		{name: "WITH HOLD cursor in one message", pins: true, steps: []step{
+			ok("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT tenant FROM acme.employees; COMMIT"),
+			okRows("FETCH 1 FROM c", "acme"),
+		}, next: []step{fails("34000", "FETCH ALL FROM c", "does not exist"), fails("34000", "CLOSE c")}},
+		{name: "WITH HOLD cursor quoted, over messages", pins: true, steps: []step{
+			ok("BEGIN"),
+			ok(`declare "C" no scroll cursor with hold for select tenant from employees`),
+			ok("COMMIT"),
+			okRows(`FETCH 1 FROM "C"`, "acme"),
+		}, next: []step{fails("34000", `FETCH ALL FROM "C"`, "does not exist")}},
+		{name: "pg_notify", steps: []step{refused("SELECT pg_notify('chan', 'acme secret')", "pg_notify")}},
+		{name: "pg_notify qualified in a CTE", steps: []step{refused("WITH n AS (SELECT pg_catalog.pg_notify('globex.chan', 'acme forged')) SELECT * FROM n", "pg_notify")}},
+		{name: "LISTEN with another statement", pins: true, steps: []step{fails("0A000|42501", "LISTEN chan; SELECT 1", "alone")}},
+		{name: "pg_cursors", steps: []step{refused("SELECT * FROM pg_cursors", "pg_cursors")}},
+		{name: "pg_cursor()", steps: []step{refused("SELECT * FROM pg_catalog.pg_cursor()", "pg_cursor")}},
+		{name: "SQL PREPARE", pins: true, steps: []step{
+			ok("PREPARE p AS SELECT tenant FROM employees LIMIT 1"),
+			okRows("EXECUTE p", "acme"),
+		}, next: []step{fails("26000", "EXECUTE p", "does not exist"), fails("26000", "DEALLOCATE p")}},
+		{name: "SQL PREPARE quoted with a parameter, in one message", pins: true, steps: []step{
+			okRows(`prepare "P" (text) as select $1 || tenant from employees limit 1; execute "P"('x')`, "xacme"),
+		}, next: []step{fails("26000", `EXECUTE "P"('y')`, "does not exist")}},
+		{name: "pg_prepared_statements", steps: []step{refused("SELECT name, statement FROM pg_prepared_statements", "pg_prepared_statements")}},
+		{name: "pg_prepared_statement()", steps: []step{refused("SELECT * FROM pg_catalog.pg_prepared_statement()", "pg_prepared_statement")}},
+		{name: "session advisory lock", pins: true, steps: []step{fails("42501", "SELECT pg_advisory_lock(42)", "permission denied")},
+			next: []step{fails("42501", "SELECT pg_advisory_unlock_all()")}},
+		{name: "try advisory lock qualified", pins: true, steps: []step{fails("42501", "SELECT pg_catalog.pg_try_advisory_lock(42)", "permission denied")}},
+		{name: "shared advisory lock in a query", pins: true, steps: []step{fails("42501", "SELECT pg_advisory_lock_shared(1, id) FROM employees", "permission denied")}},
+		{name: "transaction advisory lock is fine", steps: []step{okRows("SELECT pg_advisory_xact_lock(42)", "")}},
+		{name: "large object", steps: []step{
+			okRows("SELECT lo_from_bytea(424242, 'acme secret lob')::text", "424242"),
+		}, next: []step{fails("42501", "SELECT lo_get(424242)", "permission denied"), fails("42501", "SELECT lo_unlink(424242)")},
+			cleanup: "SELECT lo_unlink(424242)"},
+		{name: "lastval of a sequence", steps: []step{
+			okRows("INSERT INTO employees (name) VALUES ('sequence probe') RETURNING tenant", "acme"),
+			ok("SELECT lastval()"),
+			ok("DELETE FROM employees WHERE name = 'sequence probe'"),
+		}, next: []step{fails("55000|42501", "SELECT lastval()")}},
+		setting("statement_timeout", "SET statement_timeout = '4242s'", "SHOW statement_timeout", "4242s"),
+		setting("statement_timeout in upper case", "SET STATEMENT_TIMEOUT TO 4242000", "SHOW statement_timeout", "4242s"),
+		setting("SET SESSION statement_timeout", "SET SESSION statement_timeout = 4242000", "SHOW statement_timeout", "4242s"),
+		setting("default_transaction_read_only", "SET default_transaction_read_only = on", "SHOW transaction_read_only", "on"),
+		setting("SESSION CHARACTERISTICS read only", "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "SHOW default_transaction_read_only", "on"),
+		setting("SESSION CHARACTERISTICS serializable", "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SHOW default_transaction_isolation", "serializable"),
+		setting("application_name", "SET application_name = 'hostile acme'", "SHOW application_name", "hostile acme"),
+		setting("application_name hiding a statement", "SET application_name = 'hostile''; RESET ROLE; SELECT '''", "SHOW application_name", "hostile'; RESET ROLE; SELECT '"),
+		setting("application_name with a backslash", `SET application_name = 'hostile\'`, "SHOW application_name", `hostile\`),
+		setting("TIME ZONE", "SET TIME ZONE 'Pacific/Chatham'", "SHOW TimeZone", "Pacific/Chatham"),
+		setting("work_mem", "set work_mem = '77kB'", "SHOW work_mem", "77kB"),
+		{name: "statement_timeout of 1ms stays with the client", steps: []step{ok("SET statement_timeout = '1ms'")},
+			own: []step{fails("57014", "SELECT pg_sleep(0.05)", "statement timeout"), ok("RESET statement_timeout"), ok("SELECT pg_sleep(0.01)")}},
+		{name: "RESET ALL resets the client's settings", steps: []step{
+			ok("SET application_name = 'hostile reset'"),
+			ok("SET work_mem = '77kB'"),
+			ok("RESET ALL"),
+			okRows("SELECT current_setting('application_name') <> 'hostile reset', current_setting('work_mem') <> '77kB'", "t|t"),
+		}},
+		{name: "DISCARD ALL resets the client's settings", steps: []step{
+			ok("SET statement_timeout = '4242s'"),
+			ok("DISCARD ALL"),
+			okRows("SHOW statement_timeout", "0"),
+		}},
+		{name: "a SET rolled back is not kept", steps: []step{
+			ok("BEGIN"),
+			ok("SET statement_timeout = '4242s'"),
+			ok("ROLLBACK"),
+			okRows("SHOW statement_timeout", "0"),
+		}, own: []step{okRows("SHOW statement_timeout", "0")}},
+		{name: "a SET undone by ROLLBACK TO SAVEPOINT over messages is not kept", steps: []step{
+			ok("BEGIN"),
+			ok("SAVEPOINT s"),
+			ok("SET work_mem = '77kB'"),
+			ok("ROLLBACK TO SAVEPOINT s"),
+			ok("COMMIT"),
+			okRows("SELECT current_setting('work_mem') <> '77kB'", "t"),
+		}, own: []step{okRows("SELECT current_setting('work_mem') <> '77kB'", "t")}},
+		{name: "a SET undone by ROLLBACK TO SAVEPOINT in one message is not kept", steps: []step{
+			ok("BEGIN; SAVEPOINT s; SET work_mem = '77kB'; ROLLBACK TO SAVEPOINT s; COMMIT"),
+			okRows("SELECT current_setting('work_mem') <> '77kB'", "t"),
+		}, own: []step{okRows("SELECT current_setting('work_mem') <> '77kB'", "t")}},
+	}
+}
+
+// Session state never reaches the next tenant: it is refused by the server's hardening, pins the backend
+// until the client leaves, or is tracked per client and replayed only to it.
+func TestStateLeftForTheNextTenant(t *testing.T) {
+	runCategory(t, stateCases(), nil)
+}
+
+// notifyCase is a way of listening and notifying: acme and globex each listen on a channel and send one
+// notification; each may hear its own, never the other's.
+type notifyCase struct {
+	name                      string
+	acmeListen, globexListen  string // LISTEN statements
+	acmeNotify, globexNotify  string // NOTIFY statements; the payload names the sender
+	extended                  bool   // sent with the extended protocol instead of simple Query messages
+	acmeHearsOwn, globexHears bool   // whether each must hear its own notification
+}
+
+// Notifications never cross tenants: channels are database-wide on the server, so the proxy gives each
+// tenant channels of its own; the acme client must never receive a notification globex sent, nor globex
+// one acme sent, whatever channel name acme spells (even the server-side name of globex's channel). With
+// two backends, acme and globex hold one each (LISTEN pins in transaction pooling).
+func TestNotificationsStayWithinTenant(t *testing.T) {
+	same := func(name, listen, notify string) notifyCase {
+		return notifyCase{name: name, acmeListen: "LISTEN " + listen, globexListen: "LISTEN " + listen,
+			acmeNotify: "NOTIFY " + notify + ", 'acme secret notification'", globexNotify: "NOTIFY " + notify + ", 'globex secret notification'",
+			acmeHearsOwn: true, globexHears: true}
+	}
+	cases := []notifyCase{
+		same("LISTEN and NOTIFY", "chan", "chan"),
+		same("quoted channel", `"Chan"`, `"Chan"`),
+		same("unicode-escaped channel", `U&"ch\0061n2"`, "chan2"),
+		same("channel with a dot", `"a.b"`, `"a.b"`),
+		{name: "acme notifies the server-side name of globex's channel", acmeListen: "LISTEN chan4", globexListen: "LISTEN chan4",
+			acmeNotify: `NOTIFY "globex.chan4", 'acme secret forged'`, globexNotify: "NOTIFY chan4, 'globex secret notification'", globexHears: true},
+		{name: "acme listens on the server-side name of globex's channel", acmeListen: `LISTEN "globex.chan5"`, globexListen: "LISTEN chan5",
+			acmeNotify: `NOTIFY "globex.chan5", 'acme secret forged'`, globexNotify: "NOTIFY chan5, 'globex secret notification'", acmeHearsOwn: true, globexHears: true},
+		{name: "extended protocol", extended: true, acmeListen: "LISTEN chan6", globexListen: "LISTEN chan6",
+			acmeNotify: "NOTIFY chan6, 'acme secret notification'", globexNotify: "NOTIFY chan6, 'globex secret notification'", acmeHearsOwn: true, globexHears: true},
+		{name: "extended protocol with server-side names", extended: true, acmeListen: `LISTEN "globex.chan7"`, globexListen: "LISTEN chan7",
+			acmeNotify: `NOTIFY "globex.chan7", 'acme secret forged'`, globexNotify: "NOTIFY chan7, 'globex secret notification'", acmeHearsOwn: true, globexHears: true},
+	}
+	for _, s := range setups {
+		if s.pool < 2 {
+			continue
+		}
+		t.Run(s.String(), func(t *testing.T) {
+			p := startProxy(t, s, nil)
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) { runNotify(t, p.TenantURL, c) })
+			}
+		})
+	}
+}
+
+func runNotify(t *testing.T, url func(string) string, c notifyCase) {
+	ctx := testContext(t, 30*time.Second)
+	got := map[string][]string{}
+	run := func(conn *pgconn.PgConn, tenant, sql string) {
+		t.Helper()
+		o := simple(ctx, conn, sql)
+		if c.extended {
+			o = params(ctx, conn, sql)
+		}
+		expect(t, tenant+" "+sql, o, "")
+	}
+	open := func(tenant, listen string) *pgconn.PgConn {
+		cfg, err := pgconn.ParseConfig(url(tenant))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) {
+			got[tenant] = append(got[tenant], n.Channel+": "+n.Payload)
+		}
+		conn, err := pgconn.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(context.Background()) })
+		run(conn, tenant, listen)
+		return conn
+	}
+	a := open("acme", c.acmeListen)
+	g := open("globex", c.globexListen)
+	run(g, "globex", c.globexNotify)
+	run(a, "acme", c.acmeNotify)
+	// A round trip after a pause collects what each backend received.
+	time.Sleep(100 * time.Millisecond)
+	simple(ctx, a, "SELECT 1")
+	simple(ctx, g, "SELECT 1")
+	for _, n := range got["acme"] {
+		if strings.Contains(n, "globex secret") {
+			t.Errorf("LEAK: the acme client received globex's notification %q", n)
+		}
+	}
+	for _, n := range got["globex"] {
+		if strings.Contains(n, "acme secret") {
+			t.Errorf("LEAK: the globex client received acme's notification %q", n)
+		}
+	}
+	if c.acmeHearsOwn && len(got["acme"]) == 0 {
+		t.Errorf("the acme client did not receive its own notification")
+	}
+	if c.globexHears && len(got["globex"]) == 0 {
+		t.Errorf("the globex client did not receive its own notification")
+	}
+}
+
+// secretConstant is in the text of statements globex prepares; acme must never read it.
+const secretConstant = "globex-statement-secret"
+
+// A statement prepared for one tenant can never be run, explained, listed or dropped by another on the
+// shared backend, under the names the proxy gives server-side statements: only the client's own names
+// reach its statements. globex prepares statements (pgx's statement cache) holding a secret constant; acme
+// then tries SQL EXECUTE, EXPLAIN EXECUTE and DEALLOCATE of every name the proxy uses, and of pgx's names.
+func TestPreparedStatementsStayWithinTenant(t *testing.T) {
+	for _, s := range setups {
+		t.Run(s.String(), func(t *testing.T) {
+			p := startProxy(t, s, nil)
+			ctx := testContext(t, 60*time.Second)
+			cfg, err := pgx.ParseConfig(p.TenantURL("globex"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
+			g, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close(context.Background())
+			countSQL := "SELECT count(*) FROM employees WHERE email <> '" + secretConstant + "' AND tenant = $1"
+			tenantSQL := "SELECT tenant FROM employees WHERE name <> $1 LIMIT 1"
+			globexQuery := func() {
+				t.Helper()
+				var n int
+				if err := g.QueryRow(ctx, countSQL, "globex").Scan(&n); err != nil {
+					t.Errorf("globex's prepared statement failed: %v", err)
+				} else if n == 0 {
+					t.Errorf("globex's prepared statement returned no rows")
+				}
+				var tenant string
+				if err := g.QueryRow(ctx, tenantSQL, secretConstant).Scan(&tenant); err != nil || tenant != "globex" {
+					t.Errorf("globex's second prepared statement: %q %v", tenant, err)
+				}
+			}
+			globexQuery()
+			if s.mode == config.ModeSession && s.pool == 1 {
+				// The only backend is globex's for its whole session: acme waits, so globex leaves first.
+				g.Close(ctx)
+			}
+			a := connect(t, ctx, p.TenantURL(attacker))
+			var names []string
+			for i := 1; i <= 40; i++ {
+				names = append(names, fmt.Sprintf("tp%d", i))
+			}
+			names = append(names, pgxStatementName(countSQL), pgxStatementName(tenantSQL))
+			for _, name := range names {
+				for _, sql := range []string{
+					"EXECUTE " + name,
+					"EXECUTE " + name + "('globex')",
+					"EXPLAIN (VERBOSE, COSTS OFF) EXECUTE " + name + "('globex')",
+					"EXPLAIN (VERBOSE, COSTS OFF) EXECUTE " + name,
+				} {
+					o := simple(ctx, a, sql)
+					if strings.Contains(o.text(), secretConstant) || (o.pgErr() != nil && strings.Contains(o.pgErr().Message, secretConstant)) {
+						t.Errorf("LEAK: acme's %q shows the text of globex's prepared statement: %v", sql, o)
+					}
+					if o.err == nil {
+						t.Errorf("LEAK: acme's %q ran a statement globex prepared: %v", sql, o)
+					}
+				}
+				if o := simple(ctx, a, "DEALLOCATE "+name); o.err == nil {
+					t.Errorf("LEAK: acme's DEALLOCATE %s dropped a statement it never prepared (globex's): %v", name, o)
+				}
+			}
+			if st, err := probe(ctx, a); err != nil {
+				t.Errorf("acme's probe: %v", err)
+			} else {
+				checkTenant(t, "acme after trying globex's statements", st, attacker)
+			}
+			a.Close(ctx)
+			if !g.IsClosed() {
+				globexQuery()
+			}
+		})
+	}
+}
+
+// pgxStatementName is the name pgx's statement cache gives the statement of sql.
+func pgxStatementName(sql string) string {
+	digest := sha256.Sum256([]byte(sql))
+	return `"stmtcache_` + hex.EncodeToString(digest[:24]) + `"`
+}
