@@ -290,14 +290,29 @@ func TestServerRestartUnderLoad(t *testing.T) {
 		wg.Wait()
 	}()
 
-	time.Sleep(500 * time.Millisecond)
-	for _, l := range loopers {
-		l.mu.Lock()
-		if l.ok == 0 {
-			t.Errorf("%s: no query worked before the restart: %v", l.name, l.lastErr)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		working := 0
+		for _, l := range loopers {
+			l.mu.Lock()
+			if l.ok > 0 {
+				working++
+			}
+			l.mu.Unlock()
 		}
-		l.mu.Unlock()
+		if working == len(loopers) {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, l := range loopers {
+				l.mu.Lock()
+				t.Errorf("%s: %d queries worked before the restart; last error: %v", l.name, l.ok, l.lastErr)
+				l.mu.Unlock()
+			}
+			t.FailNow()
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+	time.Sleep(200 * time.Millisecond)
 	if err := f.Cluster.StopServer("fast"); err != nil {
 		t.Fatal(err)
 	}
