@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/session"
 )
 
@@ -331,4 +333,55 @@ func TestDiscardAllForgetsStatements(t *testing.T) {
 	c.query("DISCARD ALL")
 	c.send(bindExec("s1")...)
 	equal(t, "Bind after DISCARD ALL", c.untilReady(), []string{`ErrorResponse ERROR 26000 prepared statement "s1" does not exist`, "ReadyForQuery I"})
+}
+
+// A replayed Parse can fail where the original succeeded (the schema changed since): the client must get the
+// server's error for its Bind, and the backend must stay usable.
+func TestReplayedParseErrorReachesClient(t *testing.T) {
+	r := newRig(t, func(c *session.Config) { c.PoolSize = 2 })
+	r.waitStats("two backends", func(s session.Stats) bool { return s.Backends == 2 && s.Idle == 2 })
+	c1 := r.connect(info("acme"))
+	c2 := r.connect(info("acme"))
+	c1.send(&pgproto3.Parse{Name: "s1", Query: "SELECT old_column"}, &pgproto3.Sync{})
+	equal(t, "Parse", c1.untilReady(), []string{"ParseComplete", "ReadyForQuery I"})
+	c2.query("BEGIN") // holds the backend that has s1
+
+	r.fs.mu.Lock()
+	r.fs.dropped = "old_column"
+	r.fs.mu.Unlock()
+	m := r.fs.mark()
+	c1.send(bindExec("s1")...)
+	equal(t, "Bind on a backend where the replayed Parse fails", c1.untilReady(),
+		[]string{`ErrorResponse ERROR 42703 column "old_column" does not exist`, "ReadyForQuery I"})
+	if indexPrefix(r.fs.since(m), "P tp") < 0 {
+		t.Fatalf("no replay: %v", r.fs.since(m))
+	}
+	// The backend is fine: a refusal (which runs the tripwire's check, a query of the relay's own) and a
+	// statement afterwards work.
+	code, msg := guardRefusal(t, "SET ROLE x", policy.ProfileApp, false)
+	equal(t, "refusal after the failed replay", c1.query("SET ROLE x"), []string{"ErrorResponse ERROR " + code + " " + msg, "ReadyForQuery I"})
+	equal(t, "statement after the failed replay", c1.query("SELECT 2"), selectReply("2", 'I'))
+}
+
+// Eviction must not leave the lease waiting for replies to messages that were never sent.
+func TestPreparedStatementEvictionReleasesLease(t *testing.T) {
+	r := newRig(t, func(c *session.Config) { c.MaxPreparedStatements = 2; c.WaitTimeout = time.Second })
+	c := r.connect(info("acme"))
+	other := r.connect(info("acme"))
+	c.send(
+		&pgproto3.Parse{Name: "s1", Query: "SELECT 'q1'"}, &pgproto3.Parse{Name: "s2", Query: "SELECT 'q2'"},
+		&pgproto3.Parse{Name: "s3", Query: "SELECT 'q3'"}, &pgproto3.Sync{},
+	)
+	c.untilReady()
+	other.send(&pgproto3.Query{String: "SELECT 'other'"})
+	if got := describeBackend(other.receive()); got != "RowDescription" {
+		t.Fatalf("the only backend was not released after the batch: the other client got %q (stats %+v)", got, r.e.Stats())
+	}
+	other.untilReady()
+	for _, name := range []string{"s1", "s2", "s3"} {
+		c.send(bindExec(name)...)
+		if got := c.untilReady(); got[0] != "BindComplete" {
+			t.Errorf("Bind %s: %v", name, got)
+		}
+	}
 }

@@ -59,6 +59,7 @@ type fakeServer struct {
 	dialGate   chan struct{} // when set, Dial waits for it (or for its context)
 	cancelGate chan struct{} // when set, Cancel waits for it before it reaches the server
 	dialErr    error
+	dropped    string // a column that no longer exists: texts naming it fail to parse from now on
 	wake       chan struct{} // each value lets one held query complete
 	wg         sync.WaitGroup
 }
@@ -142,14 +143,31 @@ func (fs *fakeServer) Cancel(ctx context.Context, pid uint32, secret []byte) err
 		return nil
 	}
 	fc.mu.Lock()
+	delivered := false
 	if fc.sleeping {
 		select {
 		case fc.cancel <- struct{}{}:
+			delivered = true
 		default:
 		}
 	}
 	fc.mu.Unlock()
+	if delivered {
+		// Like PostgreSQL, the cancelled query's error usually reaches the relay before the cancel
+		// request's connection is done with: return once the server has answered.
+		deadline := time.Now().Add(waitLimit)
+		for fc.isSleeping() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	return nil
+}
+
+func (fc *fakeConn) isSleeping() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.sleeping
 }
 
 // record notes a message received by backend pid.
@@ -321,7 +339,7 @@ func (fc *fakeConn) handle(msg pgproto3.FrontendMessage) {
 func (fc *fakeConn) extended(msg pgproto3.FrontendMessage) {
 	switch m := msg.(type) {
 	case *pgproto3.Parse:
-		if err := parseError(m.Query); err != nil {
+		if err := fc.parseError(m.Query); err != nil {
 			fc.extError(err)
 			return
 		}
@@ -405,8 +423,13 @@ func missingStmt(name string) *pgproto3.ErrorResponse {
 }
 
 // parseError is the error PostgreSQL's parser or analyzer reports for the few texts tests use to fail.
-func parseError(q string) *pgproto3.ErrorResponse {
+func (fc *fakeConn) parseError(q string) *pgproto3.ErrorResponse {
+	fc.fs.mu.Lock()
+	dropped := fc.fs.dropped
+	fc.fs.mu.Unlock()
 	switch {
+	case dropped != "" && strings.Contains(q, dropped):
+		return &pgproto3.ErrorResponse{Code: "42703", Message: fmt.Sprintf("column %q does not exist", dropped)}
 	case strings.HasPrefix(q, poisonSQL):
 		return &pgproto3.ErrorResponse{Code: "42601", Message: fmt.Sprintf("syntax error at or near %q", poisonSQL)}
 	case strings.Contains(q, "bad_column"):
@@ -428,7 +451,7 @@ func (fc *fakeConn) simpleQuery(sql string) {
 		if stmt == "" {
 			continue
 		}
-		if err := parseError(stmt); err != nil {
+		if err := fc.parseError(stmt); err != nil {
 			fc.fail(err.Code, err.Message)
 			break
 		}
@@ -459,10 +482,11 @@ func (fc *fakeConn) sleep() {
 	case <-time.After(waitLimit):
 		fc.fail("XX000", "fake server: the held query was never released")
 	}
+	fc.be.Send(&pgproto3.ReadyForQuery{TxStatus: fc.status})
+	fc.be.Flush()
 	fc.mu.Lock()
 	fc.sleeping = false
 	fc.mu.Unlock()
-	fc.be.Send(&pgproto3.ReadyForQuery{TxStatus: fc.status})
 }
 
 func isSelect(q string) bool {
@@ -736,7 +760,11 @@ func (c *client) untilReady() []string {
 	c.t.Helper()
 	var out []string
 	for {
-		msg := c.receive()
+		c.conn.SetReadDeadline(time.Now().Add(waitLimit))
+		msg, err := c.fe.Receive()
+		if err != nil {
+			c.t.Fatalf("client read: %v, after %v", err, out)
+		}
 		out = append(out, describeBackend(msg))
 		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
 			return out

@@ -380,3 +380,15 @@ func TestPoolFillsOnlyOnDemand(t *testing.T) {
 		t.Errorf("one client, one transaction at a time: %d backends open, want 1 (stats %+v)", st.Backends, st)
 	}
 }
+
+// Backends closed by idle_timeout are reopened only when a client needs one.
+func TestIdleTimeoutDoesNotChurn(t *testing.T) {
+	r := newRig(t, func(c *session.Config) { c.PoolSize = 2; c.IdleTimeout = 200 * time.Millisecond })
+	c := r.connect(info("acme"))
+	c.query("SELECT 1")
+	time.Sleep(1500 * time.Millisecond)
+	if n := r.fs.dialCount(); n > 2 {
+		t.Errorf("no client active for 1.5s with idle_timeout 200ms: %d dials, want at most 2 (stats %+v)", n, r.e.Stats())
+	}
+	equal(t, "after idle", c.query("SELECT 2"), selectReply("2", 'I'))
+}

@@ -352,7 +352,7 @@ func TestClientLeavesMidTransaction(t *testing.T) {
 			want:  []string{"Q ROLLBACK"},
 		},
 		{
-			name: "unsynced extended batch is synced",
+			name: "unsynced extended batch is aborted, then synced",
 			start: func(t *testing.T, r *rig, c *client) {
 				m := r.fs.mark()
 				c.send(&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
@@ -363,10 +363,10 @@ func TestClientLeavesMidTransaction(t *testing.T) {
 				}
 				r.fs.waitForMessage(t, m, "H")
 			},
-			want: []string{"S"},
+			want: []string{"P tenantproxy_poison " + poisonSQL, "S"},
 		},
 		{
-			name: "unsynced batch inside a transaction is synced and rolled back",
+			name: "unsynced batch inside a transaction is aborted and rolled back",
 			start: func(t *testing.T, r *rig, c *client) {
 				c.query("BEGIN")
 				m := r.fs.mark()
@@ -376,7 +376,7 @@ func TestClientLeavesMidTransaction(t *testing.T) {
 				}
 				r.fs.waitForMessage(t, m, "H")
 			},
-			want: []string{"S", "Q ROLLBACK"},
+			want: []string{"P tenantproxy_poison " + poisonSQL, "S", "Q ROLLBACK"},
 		},
 	}
 	for _, tt := range tests {
@@ -498,7 +498,7 @@ func TestMalformedFramesCloseOnlyThatClient(t *testing.T) {
 func TestMessageSplitAcrossWrites(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.connect(info("acme"))
-	q := []byte{'Q', 0, 0, 0, 13, 'S', 'E', 'L', 'E', 'C', 'T', ' ', '4', '2', 0}
+	q := []byte{'Q', 0, 0, 0, 14, 'S', 'E', 'L', 'E', 'C', 'T', ' ', '4', '2', 0}
 	for i := range q {
 		c.sendRaw(q[i : i+1])
 		time.Sleep(time.Millisecond)
@@ -529,6 +529,7 @@ func TestSuspendedTenantClosedAtNextLease(t *testing.T) {
 	g := testTenant("globex")
 	g.Suspended = true
 	r.e.SetTenants([]session.Tenant{testTenant("acme"), g})
+	r.e.Stats() // the loop has the new catalog
 	c.send(&pgproto3.Query{String: "SELECT 2"})
 	if got := c.closedWith(); got != `ErrorResponse FATAL 57P01 tenantproxy: tenant "globex" is suspended` {
 		t.Errorf("client got %q", got)
