@@ -178,7 +178,9 @@ func writeAll(fd int, b []byte) bool {
 // allowAll is a Guard that allows everything; it isolates the relay's own cost from the guard's.
 type allowAll struct{}
 
-func (allowAll) Check(string, string, *session.Tenant, bool) session.Verdict { return session.Verdict{} }
+func (allowAll) Check(string, string, *session.Tenant, bool) session.Verdict {
+	return session.Verdict{}
+}
 
 // benchRelay starts an Engine over a rawServer and attaches one client, greeted and ready.
 func benchRelay(b *testing.B, guard session.Guard) *rawConn {

@@ -59,7 +59,7 @@ type fakeServer struct {
 	dialGate   chan struct{} // when set, Dial waits for it (or for its context)
 	cancelGate chan struct{} // when set, Cancel waits for it before it reaches the server
 	dialErr    error
-	dropped    string // a column that no longer exists: texts naming it fail to parse from now on
+	dropped    string        // a column that no longer exists: texts naming it fail to parse from now on
 	wake       chan struct{} // each value lets one held query complete
 	wg         sync.WaitGroup
 }
@@ -168,6 +168,16 @@ func (fc *fakeConn) isSleeping() bool {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	return fc.sleeping
+}
+
+// inject sends messages from the server on its own, as PostgreSQL sends a NotificationResponse.
+func (fc *fakeConn) inject(msgs ...pgproto3.BackendMessage) {
+	fc.wmu.Lock()
+	defer fc.wmu.Unlock()
+	for _, m := range msgs {
+		fc.be.Send(m)
+	}
+	fc.be.Flush()
 }
 
 // record notes a message received by backend pid.
@@ -295,6 +305,7 @@ type fakeConn struct {
 	mu       sync.Mutex
 	sleeping bool
 	cancel   chan struct{}
+	wmu      sync.Mutex // serializes writes of the serving goroutine and of inject
 }
 
 func (fc *fakeConn) serve() {
@@ -309,8 +320,11 @@ func (fc *fakeConn) serve() {
 		if _, ok := msg.(*pgproto3.Terminate); ok {
 			return
 		}
+		fc.wmu.Lock()
 		fc.handle(msg)
-		if fc.be.Flush() != nil {
+		err = fc.be.Flush()
+		fc.wmu.Unlock()
+		if err != nil {
 			return
 		}
 	}
@@ -607,6 +621,8 @@ func describeBackend(msg pgproto3.BackendMessage) string {
 		return "PortalSuspended"
 	case *pgproto3.BackendKeyData:
 		return "BackendKeyData"
+	case *pgproto3.NotificationResponse:
+		return fmt.Sprintf("NotificationResponse %s %s", m.Channel, m.Payload)
 	case *pgproto3.NoticeResponse:
 		return fmt.Sprintf("NoticeResponse %s %s", m.Code, m.Message)
 	}
@@ -650,6 +666,11 @@ func newRig(t *testing.T, mod func(*session.Config)) *rig {
 	if mod != nil {
 		mod(&cfg)
 	}
+	return startRig(t, fs, logs, cfg)
+}
+
+func startRig(t *testing.T, fs *fakeServer, logs *observer.ObservedLogs, cfg session.Config) *rig {
+	t.Helper()
 	e, err := session.New(cfg)
 	if err != nil {
 		t.Fatalf("session.New: %v", err)
@@ -838,6 +859,17 @@ func indexPrefix(msgs []string, prefix string) int {
 		}
 	}
 	return -1
+}
+
+// withoutVerify drops the tripwire's identity checks, which run when the relay sees fit.
+func withoutVerify(msgs []string) []string {
+	var out []string
+	for _, m := range msgs {
+		if !strings.HasPrefix(m, "Q SELECT current_user = ") {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // countPrefix counts the messages starting with prefix.
