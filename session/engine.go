@@ -34,6 +34,7 @@ type Engine struct {
 	wg          sync.WaitGroup
 	dialTimeout time.Duration
 	clients     atomic.Int64
+	closeOnce   sync.Once
 
 	// Owned by the loop.
 	tenants      map[string]*Tenant
@@ -302,9 +303,15 @@ func (e *Engine) cancelBackend(b *backend) {
 		}
 		e.l.post(func() {
 			b.cancels--
-			if b.cancels == 0 && b.heldBack && !b.c.closed {
+			if b.cancels > 0 || b.c.closed {
+				return
+			}
+			switch {
+			case b.heldBack:
 				b.heldBack = false
 				e.pool.put(b)
+			case b.state == beReset:
+				e.continueReset(b) // it waited for the cancel before rolling back
 			}
 		})
 	}()
@@ -478,8 +485,13 @@ func (e *Engine) Drain(timeout time.Duration) <-chan struct{} {
 	return done
 }
 
-// Close ends every client and backend and stops the loop. It waits for the Engine's goroutines.
+// Close ends every client and backend and stops the loop. It waits for the Engine's goroutines, and is
+// safe to call more than once.
 func (e *Engine) Close() {
+	e.closeOnce.Do(e.close)
+}
+
+func (e *Engine) close() {
 	finished := make(chan struct{})
 	if e.l.post(func() {
 		e.closing = true

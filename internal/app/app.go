@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,16 +26,17 @@ import (
 
 // App is a started proxy: front door, relay, metrics and the tenant catalog.
 type App struct {
-	cfg     *config.Config
-	log     *zap.Logger
-	engine  *session.Engine
-	server  *proxy.Server
-	router  *routing.Router
-	metrics *http.Server
-	ln      net.Listener
-	reg     *prometheus.Registry
-	cancel  context.CancelFunc
-	done    chan struct{}
+	cfg          *config.Config
+	log          *zap.Logger
+	engine       *session.Engine
+	server       *proxy.Server
+	router       *routing.Router
+	metrics      *http.Server
+	ln           net.Listener
+	reg          *prometheus.Registry
+	cancel       context.CancelFunc
+	shutdownOnce sync.Once
+	done         chan struct{}
 }
 
 // Start wires the packages together and starts serving.
@@ -153,6 +155,10 @@ func (p *App) Reload(path string) {
 
 // Shutdown stops accepting, drains the relay for up to timeout, then closes everything.
 func (p *App) Shutdown(timeout time.Duration) {
+	p.shutdownOnce.Do(func() { p.shutdown(timeout) })
+}
+
+func (p *App) shutdown(timeout time.Duration) {
 	p.server.Close()
 	select {
 	case <-p.engine.Drain(timeout):
