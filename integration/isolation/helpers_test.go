@@ -38,7 +38,7 @@ func startProxy(t *testing.T, s setup, configure func(*config.Config)) *proxytes
 	return fx.Start(t, func(c *config.Config) {
 		c.Pool.Mode = s.mode
 		c.Backend.PoolSize = s.pool
-		c.Pool.WaitTimeout = config.Duration{Duration: 10 * time.Second}
+		c.Pool.WaitTimeout = config.Duration{Duration: 5 * time.Second}
 		if configure != nil {
 			configure(c)
 		}
