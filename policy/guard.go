@@ -253,6 +253,12 @@ func (g *Guard) Classify(sql string) *Classification {
 	return c
 }
 
+// Cached returns the classification of sql when it is in the cache, and nil otherwise; it never parses
+// and does not allocate.
+func (g *Guard) Cached(sql string) *Classification {
+	return g.cache.get(sql)
+}
+
 // level is the least profile a statement needs.
 type level uint8
 

@@ -38,6 +38,7 @@ type op struct {
 	sets    []Setting
 	verify  bool // the tripwire's identity check: its one row must be true
 	quiet   bool // an error is expected (the relay's own abort of a batch) and ignored
+	replay  bool // a Parse the relay replays: its success is swallowed, its error is the client's
 	errored bool
 }
 
@@ -310,9 +311,6 @@ func (b *backend) endMessage() {
 	switch h.kind {
 	case opParse:
 		done = t == msgParseComplete
-		if done && h.stmt != 0 {
-			b.addPrepared(h.stmt)
-		}
 	case opBind:
 		done = t == msgBindComplete
 	case opDescribeStmt, opDescribePortal:
@@ -398,6 +396,12 @@ func (b *backend) onError() {
 			s.c.queue(appendError(nil, "ERROR", h.code, h.msg))
 		}
 	case h.quiet:
+	case h.replay:
+		// The statement no longer parses on this backend (the schema changed since): the client learns
+		// why, in place of its Bind or Describe, which the server now skips.
+		if b.client != nil {
+			b.client.c.queue(b.capture)
+		}
 	case h.swallow:
 		if b.setupErr == "" {
 			b.setupErr = code + " " + msg
@@ -421,6 +425,8 @@ func (b *backend) onError() {
 			}
 		case o.kind == opClose && o.stmt != 0:
 			b.keepPrepared(o.stmt)
+		case o.kind == opSynthetic && o.stmt != 0 && b.client != nil:
+			b.client.forgetFailedParse(o.name, o.stmt) // PostgreSQL would have skipped this Parse
 		}
 		b.ops[b.head] = op{}
 		b.head++

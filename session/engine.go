@@ -35,6 +35,7 @@ type Engine struct {
 	dialTimeout time.Duration
 	clients     atomic.Int64
 	closeOnce   sync.Once
+	started     atomic.Bool
 
 	// Owned by the loop.
 	tenants      map[string]*Tenant
@@ -117,6 +118,7 @@ func (e *Engine) SetDialTimeout(d time.Duration) {
 
 // Start runs the loop on its own OS thread and opens the first backend connection.
 func (e *Engine) Start() {
+	e.started.Store(true)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -131,6 +133,17 @@ func (e *Engine) warm() {
 		e.pool.waiting++ // lets maybeDial open one connection
 		e.pool.maybeDial()
 		e.pool.waiting--
+	}
+}
+
+// failStarting ends the sessions still waiting for the server's parameters.
+func (e *Engine) failStarting(code, msg string) {
+	starting := e.starting
+	e.starting = nil
+	for _, s := range starting {
+		if s.state != stClosed {
+			s.fatal(code, msg)
+		}
 	}
 }
 
@@ -440,6 +453,13 @@ func (e *Engine) sessionClosed(s *Session) {
 // tick runs on the loop every quarter second.
 func (e *Engine) tick() {
 	e.pool.tick()
+	if len(e.starting) > 0 {
+		if e.cfg.WaitTimeout > 0 && e.l.now.Sub(e.starting[0].info.Opened) > e.cfg.WaitTimeout+e.dialTimeout {
+			e.failStarting("08006", "tenantproxy: cannot connect to the database server: "+e.pool.dialErr)
+		} else if e.pool.dialing == 0 && e.l.now.Sub(e.pool.dialFail) >= time.Second {
+			e.warm()
+		}
+	}
 	idle := len(e.pool.idle)
 	e.m.Backends.WithLabelValues("idle").Set(float64(idle))
 	e.m.Backends.WithLabelValues("active").Set(float64(e.pool.open - idle))
@@ -492,6 +512,13 @@ func (e *Engine) Close() {
 }
 
 func (e *Engine) close() {
+	if !e.started.Load() {
+		e.cancel()
+		e.l.stop()
+		syscall.Close(e.l.epfd)
+		syscall.Close(e.l.wakefd)
+		return
+	}
 	finished := make(chan struct{})
 	if e.l.post(func() {
 		e.closing = true

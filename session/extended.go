@@ -3,6 +3,7 @@ package session
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"go.uber.org/zap"
 )
@@ -93,6 +94,11 @@ func (s *Session) parse(msg []byte) bool {
 			s.poison(opParse, "42P05", fmt.Sprintf("prepared statement %q already exists", name))
 			return true
 		}
+		if len(s.stmts) >= s.e.cfg.MaxClientPreparedStatements || s.stmtBytes+len(query) > s.e.cfg.MaxClientPreparedBytes {
+			s.poison(opParse, "53400", fmt.Sprintf("tenantproxy: too many prepared statements: a client may keep %d statements of %d bytes in all ([pool] max_client_prepared_statements, max_client_prepared_bytes); close some",
+				s.e.cfg.MaxClientPreparedStatements, s.e.cfg.MaxClientPreparedBytes))
+			return true
+		}
 	}
 	if v.Rewrite != "" {
 		query = v.Rewrite
@@ -125,7 +131,8 @@ func (s *Session) parse(msg []byte) bool {
 	if b.hasPrepared(st.id) {
 		s.e.m.prepHit.Inc()
 		b.touch(st.id)
-		b.pushSynthetic(parseComplete)
+		b.push(op{kind: opSynthetic, synth: parseComplete, stmt: st.id, name: name})
+		b.emitSynthetic()
 		return true
 	}
 	s.e.m.prepMiss.Inc()
@@ -171,7 +178,7 @@ func (s *Session) sendParse(b *backend, st *stmt, name string) {
 	m = appendCString(m, st.query)
 	m = append(m, st.types...)
 	b.c.setBuf(endMsg(m, start))
-	b.push(op{kind: opParse, stmt: st.id, name: name, swallow: name == ""})
+	b.push(op{kind: opParse, stmt: st.id, name: name, swallow: name == "", replay: name == ""})
 	b.addPrepared(st.id)
 }
 
@@ -187,7 +194,7 @@ func (s *Session) ensurePrepared(b *backend, st *stmt) {
 		m = appendCString(m, st.query)
 		m = append(m, st.types...)
 		b.c.setBuf(endMsg(m, start))
-		b.push(op{kind: opParse, swallow: true})
+		b.push(op{kind: opParse, swallow: true, replay: true})
 		b.unnamedSeq++
 		s.unnamedOn, s.unnamedSeq = b, b.unnamedSeq
 		s.e.m.prepReplay.Inc()
@@ -224,8 +231,8 @@ func (s *Session) bind(msg []byte) bool {
 		return false
 	}
 	s.unsynced = true
-	portal, rest, ok := cstring(msg[5:])
-	name, tail, ok2 := cstring(rest)
+	portal, rest, ok := cstringView(msg[5:])
+	name, tail, ok2 := cstringView(rest)
 	if !ok || !ok2 {
 		s.fatal("08P01", "tenantproxy: malformed Bind message")
 		return true
@@ -239,7 +246,7 @@ func (s *Session) bind(msg []byte) bool {
 		if s.portals == nil {
 			s.portals = make(map[string]*stmt)
 		}
-		s.portals[portal] = st
+		s.portals[strings.Clone(portal)] = st
 	} else if s.portals != nil {
 		delete(s.portals, portal)
 	}
@@ -272,7 +279,7 @@ func (s *Session) describe(msg []byte) bool {
 		s.fatal("08P01", "tenantproxy: malformed Describe message")
 		return true
 	}
-	name, _, ok := cstring(body[1:])
+	name, _, ok := cstringView(body[1:])
 	if !ok {
 		s.fatal("08P01", "tenantproxy: malformed Describe message")
 		return true
@@ -315,7 +322,7 @@ func (s *Session) execute(msg []byte) bool {
 		return false
 	}
 	s.unsynced = true
-	portal, _, ok := cstring(msg[5:])
+	portal, _, ok := cstringView(msg[5:])
 	if !ok {
 		s.fatal("08P01", "tenantproxy: malformed Execute message")
 		return true
@@ -341,7 +348,7 @@ func (s *Session) closeMsg(msg []byte) bool {
 		s.fatal("08P01", "tenantproxy: malformed Close message")
 		return true
 	}
-	name, _, ok := cstring(body[1:])
+	name, _, ok := cstringView(body[1:])
 	if !ok {
 		s.fatal("08P01", "tenantproxy: malformed Close message")
 		return true

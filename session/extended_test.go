@@ -185,7 +185,7 @@ func TestUnnamedStatementReplayedAfterSimpleQuery(t *testing.T) {
 
 func TestNamedStatementReplayedOnBackendThatLacksIt(t *testing.T) {
 	r := newRig(t, func(c *session.Config) { c.PoolSize = 2 })
-	r.waitStats("two backends", func(s session.Stats) bool { return s.Backends == 2 && s.Idle == 2 })
+	r.openBackends(2)
 	c1 := r.connect(info("acme"))
 	c2 := r.connect(info("acme"))
 
@@ -339,7 +339,7 @@ func TestDiscardAllForgetsStatements(t *testing.T) {
 // server's error for its Bind, and the backend must stay usable.
 func TestReplayedParseErrorReachesClient(t *testing.T) {
 	r := newRig(t, func(c *session.Config) { c.PoolSize = 2 })
-	r.waitStats("two backends", func(s session.Stats) bool { return s.Backends == 2 && s.Idle == 2 })
+	r.openBackends(2)
 	c1 := r.connect(info("acme"))
 	c2 := r.connect(info("acme"))
 	c1.send(&pgproto3.Parse{Name: "s1", Query: "SELECT old_column"}, &pgproto3.Sync{})

@@ -901,3 +901,21 @@ func equal(t testing.TB, what string, got, want []string) {
 		t.Errorf("%s:\ngot:\n  %s\nwant:\n  %s", what, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
+
+// openBackends makes the pool open n backends, which it does only on demand, and leaves them idle with no
+// tenant context, as fresh ones: n clients of different tenants each pin a backend at once (LISTEN), then
+// leave, and the relay discards their state.
+func (r *rig) openBackends(n int) {
+	r.t.Helper()
+	tenants := []string{"acme", "globex", "initech"}
+	var cs []*client
+	for i := 0; i < n; i++ {
+		c := r.connect(info(tenants[i%len(tenants)]))
+		c.query("LISTEN fill")
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		c.close()
+	}
+	r.waitStats(fmt.Sprintf("%d idle backends", n), func(s session.Stats) bool { return s.Backends == n && s.Idle == n })
+}

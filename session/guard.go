@@ -86,6 +86,15 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 	if err != nil {
 		return Verdict{Refused: true, Code: policy.SQLStatePolicy, Message: "tenantproxy: the user's profile is unknown, so no statement may run"}
 	}
+	if c := pg.G.Cached(sql); c != nil {
+		var a policy.Analysis
+		if parse {
+			a = pg.G.CheckParse(sql, p, t.AllowedSchemas)
+		} else {
+			a = c.Decide(p, t.AllowedSchemas)
+		}
+		return pg.verdict(sql, a, t)
+	}
 	var key plainKey
 	if !parse && plainPrefix(sql) {
 		if norm, err := policy.Normalize(sql); err == nil {
@@ -101,13 +110,18 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 	} else {
 		a = pg.G.Check(sql, p, t.AllowedSchemas)
 	}
+	if !a.Refused && len(a.Effects) == 0 && key.text != "" && a.Statements == 1 {
+		pg.plain.add(key)
+	}
+	return pg.verdict(sql, a, t)
+}
+
+// verdict turns the guard's analysis into what the relay does.
+func (pg *PolicyGuard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 	if a.Refused {
 		return Verdict{Refused: true, Code: a.SQLState, Message: a.Reason}
 	}
 	if len(a.Effects) == 0 {
-		if key.text != "" && a.Statements == 1 {
-			pg.plain.add(key)
-		}
 		return Verdict{}
 	}
 	var v Verdict

@@ -163,7 +163,7 @@ func (p *pool) unqueue(s *Session) {
 // waits a second before trying again.
 func (p *pool) maybeDial() {
 	e := p.e
-	if e.closing || p.open+p.dialing >= e.cfg.PoolSize || p.dialing >= p.waiting+1 {
+	if e.closing || p.open+p.dialing >= e.cfg.PoolSize || p.dialing >= p.waiting+len(e.starting) {
 		return
 	}
 	if !p.dialFail.IsZero() && e.l.now.Sub(p.dialFail) < time.Second && p.dialing > 0 {
@@ -195,6 +195,7 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 		if p.open == 0 && p.dialing == 0 {
 			// Nothing to wait for: tell every waiting client now rather than at wait_timeout.
 			p.failWaiters("08006", "tenantproxy: cannot connect to the database server: "+p.dialErr)
+			e.failStarting("08006", "tenantproxy: cannot connect to the database server: "+p.dialErr)
 		}
 		return
 	}

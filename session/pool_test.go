@@ -57,7 +57,7 @@ func TestWaitTimeoutClosesWaiter(t *testing.T) {
 
 func TestTenantCapLeavesRoomForOthers(t *testing.T) {
 	r := newRig(t, func(c *session.Config) { c.PoolSize = 2; c.TenantMaxBackends = 1 })
-	r.waitStats("two backends", func(s session.Stats) bool { return s.Backends == 2 })
+	r.openBackends(2)
 	a1 := r.connect(info("acme"))
 	a2 := r.connect(info("acme"))
 	g1 := r.connect(info("globex"))
@@ -232,7 +232,7 @@ func TestClientToldWhenServerUnreachableAtStart(t *testing.T) {
 
 func TestWaitersToldWhenNoBackendCanBeOpened(t *testing.T) {
 	r := newRig(t, func(c *session.Config) { c.PoolSize = 2 })
-	r.waitStats("two backends", func(s session.Stats) bool { return s.Backends == 2 })
+	r.openBackends(2)
 	c := r.connect(info("acme"))
 	// The server goes away: every backend ends, and no new one can be opened.
 	r.fs.mu.Lock()

@@ -239,7 +239,8 @@ func (s *Session) handle(t byte, msg []byte) bool {
 		s.terminate()
 		return true
 	case msgQuery:
-		sql, _, ok := cstring(body)
+		// A view of the read buffer: the guard copies what it caches, and nothing else keeps it.
+		sql, _, ok := cstringView(body)
 		if !ok {
 			s.fatal("08P01", "tenantproxy: malformed Query message")
 			return true
@@ -489,9 +490,13 @@ func (s *Session) applyContext(b *backend) {
 func (s *Session) onBackendIdle() {
 	b := s.be
 	if b.verifyNext && !s.unsynced && b.status != txFailed {
-		b.queueVerify(s.tenant)
-		b.c.flush()
-		return // called again when the check's reply is in
+		if s.tenant.VerifySQL == "" {
+			b.verifyNext = false
+		} else {
+			b.queueVerify(s.tenant)
+			b.c.flush()
+			return // called again when the check's reply is in
+		}
 	}
 	if s.stalled {
 		s.stalled = false

@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/binary"
+	"unsafe"
 )
 
 // Message types the relay inspects. Everything else passes through as raw bytes.
@@ -140,6 +141,19 @@ func cstring(b []byte) (string, []byte, bool) {
 		return "", nil, false
 	}
 	return string(b[:i]), b[i+1:], true
+}
+
+// cstringView is cstring without the copy: the string shares b's memory and is valid only as long as b
+// is unchanged. It serves lookups on the hot path; whatever is kept must be copied (strings.Clone).
+func cstringView(b []byte) (string, []byte, bool) {
+	i := indexZero(b)
+	if i < 0 {
+		return "", nil, false
+	}
+	if i == 0 {
+		return "", b[1:], true
+	}
+	return unsafe.String(&b[0], i), b[i+1:], true
 }
 
 func indexZero(b []byte) int {
