@@ -143,7 +143,7 @@ func waitNoPoolBackends(t testing.TB) {
 // checkClean asserts that the proxy is back to a clean state after a fault: the relay leases nothing and
 // has no one waiting, every backend of the pool is idle on the server with no transaction and no lock,
 // and a new client of each tenant runs a transaction in its own tenant's context and sees no leftovers of
-// the fault (advisory locks, temporary tables, LISTEN registrations).
+// the fault (advisory locks, temporary tables, LISTEN registrations, SQL prepared statements, cursors).
 func checkClean(t testing.TB, p *proxytest.Proxy) {
 	t.Helper()
 	ctx := testContext(t, 40*time.Second)
@@ -205,6 +205,23 @@ func probe(t testing.TB, ctx context.Context, p *proxytest.Proxy, tenant string)
 	if role != "tenant_"+tenant || setting != tenant || cross != 0 || advisory != 0 || temp != 0 || listening != 0 {
 		t.Fatalf("probe %s: role %s, tenant setting %q, %d rows of other tenants, %d advisory locks, %d temporary tables, %d LISTEN channels",
 			tenant, role, setting, cross, advisory, temp, listening)
+	}
+	for _, c := range []struct{ sql, code string }{
+		{"EXECUTE rel_stmt", "26000"}, // a SQL prepared statement of an earlier client
+		{"CLOSE rel_cursor", "34000"}, // a cursor WITH HOLD of an earlier client
+		{"SHOW application_name", ""}, // must not be an earlier client's setting
+	} {
+		var v string
+		err := conn.QueryRow(ctx, c.sql).Scan(&v)
+		if c.code == "" {
+			if err != nil || v == "rel-vanish" {
+				t.Fatalf("probe %s: %s: %q %v", tenant, c.sql, v, err)
+			}
+			continue
+		}
+		if sqlstate(err) != c.code {
+			t.Fatalf("probe %s: %s: %v; want %s, nothing left by an earlier client", tenant, c.sql, err, c.code)
+		}
 	}
 }
 

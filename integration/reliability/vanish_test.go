@@ -33,8 +33,8 @@ func TestClientVanishes(t *testing.T) {
 			vanish: func(t *testing.T, r *rawConn) {
 				r.query(t, "BEGIN")
 				r.query(t, "INSERT INTO employees (name) VALUES ('rel-vanish-tx')")
-				r.query(t, "LOCK TABLE employees IN ACCESS EXCLUSIVE MODE")
-				if st := r.query(t, "SELECT pg_advisory_xact_lock(42)"); st != 'T' {
+				r.query(t, "SELECT id FROM employees FOR UPDATE")
+				if st := r.query(t, "LOCK TABLE employees IN ACCESS EXCLUSIVE MODE"); st != 'T' {
 					t.Fatalf("transaction status %c, want T", st)
 				}
 			},
@@ -75,8 +75,9 @@ func TestClientVanishes(t *testing.T) {
 		{
 			name: "with session state",
 			vanish: func(t *testing.T, r *rawConn) {
-				r.query(t, "SELECT pg_advisory_lock(7)")
 				r.query(t, "LISTEN rel_channel")
+				r.query(t, "PREPARE rel_stmt AS SELECT 1")
+				r.query(t, "DECLARE rel_cursor CURSOR WITH HOLD FOR SELECT * FROM employees")
 				r.query(t, "SET application_name = 'rel-vanish'")
 			},
 		},
@@ -104,6 +105,19 @@ func TestClientVanishes(t *testing.T) {
 				r.until(t, 10*time.Second, func(m pgproto3.BackendMessage) bool { _, ok := m.(*pgproto3.CommandComplete); return ok })
 			},
 			row: "rel-vanish-pipeline",
+		},
+		{
+			// After an error in an extended-protocol batch PostgreSQL discards every message up to the
+			// next Sync, a simple Query included: the Query gets no reply at all.
+			name: "after a Query the server discards",
+			vanish: func(t *testing.T, r *rawConn) {
+				r.send(t, &pgproto3.Parse{Query: "SELEC 1"}, &pgproto3.Query{String: "SELECT 1"})
+				r.SetReadDeadline(time.Now().Add(10 * time.Second))
+				m, err := r.fe.Receive()
+				if e, ok := m.(*pgproto3.ErrorResponse); err != nil || !ok || e.Code != "42601" {
+					t.Fatalf("got %T %v; want the syntax error 42601", m, err)
+				}
+			},
 		},
 	}
 	for _, mode := range poolModes {
