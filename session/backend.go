@@ -318,7 +318,7 @@ func (b *backend) endMessage() {
 	case opExecute:
 		done = t == msgCommandComplete || t == msgEmptyQuery || t == msgPortalSuspended
 		if t == msgCommandComplete && len(h.sets) > 0 && b.client != nil {
-			b.client.pendingSets = append(b.client.pendingSets, h.sets...)
+			b.client.addPending(h.sets)
 		}
 	case opClose:
 		done = t == msgCloseComplete
@@ -357,7 +357,7 @@ func (b *backend) onReady() {
 	}
 	if s := b.client; s != nil && !h.swallow {
 		if !h.errored && len(h.sets) > 0 {
-			s.pendingSets = append(s.pendingSets, h.sets...)
+			s.addPending(h.sets)
 		}
 		// Settings take effect as the server keeps them: when their transaction ends, unless it was
 		// rolled back (the tag of a ROLLBACK, and of a COMMIT of a failed transaction, is ROLLBACK).
@@ -413,9 +413,10 @@ func (b *backend) onError() {
 	if h.kind == opQuery || h.kind == opSync {
 		return // ReadyForQuery follows
 	}
-	// The failed request and every extended-protocol message up to the next Sync, which the server now
-	// skips, leave no trace: statements they would have prepared or closed stay as they were.
-	for b.head < len(b.ops) && b.ops[b.head].kind != opSync && b.ops[b.head].kind != opQuery {
+	// The failed request and every message up to the next Sync, which the server now skips (simple
+	// Query messages included), leave no trace: statements they would have prepared or closed stay as
+	// they were.
+	for b.head < len(b.ops) && b.ops[b.head].kind != opSync {
 		o := &b.ops[b.head]
 		switch {
 		case o.kind == opParse && o.stmt != 0:
@@ -544,11 +545,19 @@ func (b *backend) fail(reason, code string) {
 	if b.c.closed {
 		return
 	}
+	midMessage := b.remain > 0 && b.action == actForward
 	if s := b.detach(); s != nil {
 		if code == "" {
 			code = "08006"
 		}
-		s.fatal(code, "tenantproxy: the server connection was lost: "+reason)
+		if midMessage {
+			// Part of a message already went to the client: anything more would be read as its rest.
+			// Closing the connection is the only clear signal left.
+			s.closeReason = "server connection lost in the middle of a message: " + reason
+			s.terminate()
+		} else {
+			s.fatal(code, "tenantproxy: the server connection was lost: "+reason)
+		}
 	}
 	b.close(reason)
 }

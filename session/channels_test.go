@@ -75,10 +75,17 @@ func TestDeallocateOfProtocolStatementEmulated(t *testing.T) {
 	c.send(bindExec("s2")...)
 	equal(t, "Bind after extended DEALLOCATE", c.untilReady(), []string{`ErrorResponse ERROR 26000 prepared statement "s2" does not exist`, "ReadyForQuery I"})
 
-	// A name the relay does not hold may be an SQL PREPARE statement on the server.
+	// A name the client never prepared does not exist for it, whatever the shared server holds; one it
+	// prepared with SQL PREPARE goes to the server.
 	m = r.fs.mark()
-	c.query("DEALLOCATE other")
-	equal(t, "server", r.fs.since(m), []string{"Q DEALLOCATE other"})
+	equal(t, "DEALLOCATE other", c.query("DEALLOCATE other"), []string{`ErrorResponse ERROR 26000 prepared statement "other" does not exist`, "ReadyForQuery I"})
+	equal(t, "server", withoutVerify(r.fs.since(m)), []string{"Q tenantproxy_refused_statement"})
+	m = r.fs.mark()
+	c.query("PREPARE mine AS SELECT 1")
+	c.query("DEALLOCATE mine")
+	equal(t, "server", withoutVerify(r.fs.since(m)), []string{"Q PREPARE mine AS SELECT 1", "Q DEALLOCATE mine"})
+	equal(t, "reserved name", c.query("PREPARE tp7 AS SELECT 1"), []string{`ErrorResponse ERROR 42501 tenantproxy: prepared statement names like "tp7" are reserved by the proxy`, "ReadyForQuery I"})
+	equal(t, "EXECUTE of another's", c.query("EXECUTE tp1"), []string{`ErrorResponse ERROR 26000 prepared statement "tp1" does not exist`, "ReadyForQuery I"})
 }
 
 func TestClientPreparedStatementLimits(t *testing.T) {

@@ -341,6 +341,7 @@ func (e *Engine) clientLeft(b *backend, unsynced, vanished bool) {
 	if b.c.closed {
 		return
 	}
+	b.c.setEvents(b.c.events | evIn) // reading may have been paused for this client's backpressure
 	if vanished && !b.opsEmpty() {
 		e.cancelBackend(b)
 	}
@@ -412,6 +413,7 @@ func (b *backend) detach() *Session {
 	if s == nil {
 		return nil
 	}
+	b.c.setEvents(b.c.events | evIn) // reading may have been paused for this client's backpressure
 	b.client = nil
 	s.be = nil
 	s.tenant.active--

@@ -73,18 +73,21 @@ func (s *Session) parse(msg []byte) bool {
 		s.fatal("08P01", "tenantproxy: malformed Parse message")
 		return true
 	}
-	v := s.check(query, true)
-	if v.Emulate == EmulateDeallocate && s.stmts[v.Name] == nil {
-		v.Emulate = EmulateNone
-	}
+	orig := s.check(query, true)
 	if !s.ensureLease() {
 		return false
 	}
 	s.unsynced = true
+	v, fail := s.sqlNames(orig)
+	if fail {
+		s.poison(opParse, v.Code, v.Message)
+		return true
+	}
 	if v.Refused {
 		s.refuse(opParse, v.Code, v.Message, query)
 		return true
 	}
+	s.keepNames(orig)
 	if v.Pin != "" {
 		s.pinFor(v.Pin)
 	}

@@ -135,6 +135,12 @@ func (pg *PolicyGuard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict
 				st.Values = []string{e.Value}
 			}
 			v.Sets = append(v.Sets, st)
+		case policy.EffectSavepoint:
+			v.Sets = append(v.Sets, Setting{Name: e.Name, Savepoint: SavepointDefine})
+		case policy.EffectRelease:
+			v.Sets = append(v.Sets, Setting{Name: e.Name, Savepoint: SavepointRelease})
+		case policy.EffectRollbackTo:
+			v.Sets = append(v.Sets, Setting{Name: e.Name, Savepoint: SavepointRollback})
 		case policy.EffectDiscardAll:
 			v.Emulate = EmulateDiscardAll
 		case policy.EffectResetAll:
@@ -151,6 +157,9 @@ func (pg *PolicyGuard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict
 			v.Pin = "session advisory lock (" + e.Name + ")"
 		case policy.EffectPrepare:
 			v.Pin = "SQL PREPARE " + e.Name
+			v.Prepares = append(v.Prepares, e.Name)
+		case policy.EffectExecute:
+			v.Executes = append(v.Executes, e.Name)
 		case policy.EffectDeallocate:
 			if a.Statements == 1 {
 				v.Emulate, v.Name = EmulateDeallocateAll, ""

@@ -67,6 +67,7 @@ type Session struct {
 	pendingSets []Setting           // SETs of the open transaction, kept if it commits
 	stmts       map[string]*stmt    // protocol-level prepared statements by client name
 	stmtBytes   int                 // total text size of stmts
+	sqlStmts    map[string]bool     // names of the client's SQL-level PREPAREd statements
 	unnamed     *stmt               // the client's unnamed statement
 	unnamedOn   *backend            // where it was last parsed
 	unnamedSeq  uint64              // that backend's unnamedSeq right after
@@ -288,9 +289,14 @@ func (s *Session) handle(t byte, msg []byte) bool {
 }
 
 func (s *Session) query(sql string, msg []byte) bool {
-	v := s.check(sql, false)
-	if v.Emulate == EmulateDeallocate && s.stmts[v.Name] == nil {
-		v.Emulate = EmulateNone
+	orig := s.check(sql, false)
+	v, fail := s.sqlNames(orig)
+	if fail {
+		if !s.ensureLease() {
+			return false
+		}
+		s.poison(opQuery, v.Code, v.Message)
+		return true
 	}
 	if v.Emulate != EmulateNone && !v.Refused {
 		if s.be != nil && !s.be.opsEmpty() {
@@ -305,6 +311,7 @@ func (s *Session) query(sql string, msg []byte) bool {
 				return true
 			}
 		}
+		s.keepNames(orig)
 		s.emulate(v.Emulate, v.Name)
 		return true
 	}
@@ -315,6 +322,7 @@ func (s *Session) query(sql string, msg []byte) bool {
 		s.refuse(opQuery, v.Code, v.Message, sql)
 		return true
 	}
+	s.keepNames(orig)
 	if v.Pin != "" {
 		s.pinFor(v.Pin)
 	}
@@ -325,6 +333,82 @@ func (s *Session) query(sql string, msg []byte) bool {
 	}
 	s.be.push(op{kind: opQuery, sets: v.Sets})
 	s.be.unnamedSeq++
+	return true
+}
+
+// sqlNames decides by the rules of SQL-level prepared statement names, without changing anything: it
+// reports true when the statement must fail as PostgreSQL would fail it (the returned verdict carries the
+// error): EXECUTE or DEALLOCATE of a name the client never prepared itself — the server's namespace is
+// shared with every client the backend served, including the relay's own tp<N> statements. DEALLOCATE of
+// a protocol-level statement the relay holds for the client stays emulated; DEALLOCATE of an SQL-level
+// statement, and DEALLOCATE ALL by a client that has some, go to the server. keepNames records the effect
+// once the statement is sent or answered.
+func (s *Session) sqlNames(v Verdict) (Verdict, bool) {
+	if v.Refused {
+		return v, false
+	}
+	for _, name := range v.Prepares {
+		if reservedStmtName(name) {
+			v.Code, v.Message = "42501", fmt.Sprintf("tenantproxy: prepared statement names like %q are reserved by the proxy", name)
+			return v, true
+		}
+	}
+	for _, name := range v.Executes {
+		if !s.sqlStmts[name] {
+			v.Code, v.Message = "26000", fmt.Sprintf("prepared statement %q does not exist", name)
+			return v, true
+		}
+	}
+	switch v.Emulate {
+	case EmulateDeallocate:
+		switch {
+		case s.stmts[v.Name] != nil:
+		case s.sqlStmts[v.Name]:
+			v.Emulate = EmulateNone
+		default:
+			v.Code, v.Message = "26000", fmt.Sprintf("prepared statement %q does not exist", v.Name)
+			return v, true
+		}
+	case EmulateDeallocateAll:
+		if len(s.sqlStmts) > 0 {
+			v.Emulate = EmulateNone
+		}
+	}
+	return v, false
+}
+
+// keepNames records what a statement did to the client's SQL-level statements (orig is the guard's
+// verdict before sqlNames).
+func (s *Session) keepNames(orig Verdict) {
+	for _, name := range orig.Prepares {
+		if s.sqlStmts == nil {
+			s.sqlStmts = make(map[string]bool)
+		}
+		s.sqlStmts[name] = true
+	}
+	switch {
+	case orig.Emulate == EmulateDeallocate && s.stmts[orig.Name] == nil:
+		delete(s.sqlStmts, orig.Name)
+	case orig.Emulate == EmulateDeallocateAll && len(s.sqlStmts) > 0:
+		// The server drops every statement of the backend, which the relay then forgets and replays.
+		s.sqlStmts = nil
+		s.dropStatements()
+		if s.be != nil {
+			s.be.forgetPrepared()
+		}
+	}
+}
+
+// reservedStmtName reports whether name is in the relay's namespace of server statements (tp<N>).
+func reservedStmtName(name string) bool {
+	if len(name) < 3 || name[0] != 't' || name[1] != 'p' {
+		return false
+	}
+	for _, c := range name[2:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
 	return true
 }
 
@@ -415,7 +499,12 @@ func (s *Session) pinFor(what string) {
 
 // ensureLease makes sure the session holds a backend; false means it now waits in the queue.
 func (s *Session) ensureLease() bool {
-	if s.be != nil {
+	if b := s.be; b != nil {
+		// A held backend (session pooling, a pin, an open transaction) gets the client's settings again
+		// after an emulated RESET ALL or DISCARD ALL changed them, once nothing is in flight.
+		if (b.settingsSQL != s.settingsSQL || b.ctx != s.tenant.SetupSQL) && b.status == txIdle && b.opsEmpty() && !s.unsynced {
+			s.applyContext(b)
+		}
 		return true
 	}
 	if s.state == stWaiting {
@@ -577,9 +666,43 @@ func (s *Session) resetSettings() {
 	s.rebuildSettingsSQL()
 }
 
+// addPending adds the SETs and savepoint commands of a completed statement to those of the open
+// transaction: ROLLBACK TO drops the SETs made since its savepoint, RELEASE forgets the savepoint.
+func (s *Session) addPending(sets []Setting) {
+	for _, st := range sets {
+		if st.Savepoint == NoSavepoint || st.Savepoint == SavepointDefine {
+			s.pendingSets = append(s.pendingSets, st)
+			continue
+		}
+		i := len(s.pendingSets) - 1
+		for ; i >= 0; i-- {
+			if p := s.pendingSets[i]; p.Savepoint == SavepointDefine && p.Name == st.Name {
+				break
+			}
+		}
+		if i < 0 {
+			continue // a savepoint of before the tracked SETs
+		}
+		if st.Savepoint == SavepointRollback {
+			s.pendingSets = s.pendingSets[:i+1]
+			continue
+		}
+		kept := s.pendingSets[:i]
+		for _, p := range s.pendingSets[i+1:] {
+			if p.Savepoint == NoSavepoint {
+				kept = append(kept, p)
+			}
+		}
+		s.pendingSets = kept
+	}
+}
+
 // applySets records settings the client changed with SET or RESET, once the server accepted them.
 func (s *Session) applySets(sets []Setting) {
 	for _, st := range sets {
+		if st.Savepoint != NoSavepoint {
+			continue
+		}
 		name := strings.ToLower(st.Name)
 		if st.Reset {
 			if v, ok := s.startup[name]; ok {

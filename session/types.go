@@ -85,7 +85,21 @@ type Setting struct {
 	Name   string
 	Values []string // unquoted; several for list settings such as search_path
 	Reset  bool
+	// Savepoint marks SAVEPOINT, RELEASE or ROLLBACK TO of the savepoint Name, in order with the SETs,
+	// so that a SET undone by ROLLBACK TO is not kept.
+	Savepoint SavepointOp
 }
+
+// SavepointOp is a savepoint command among tracked settings.
+type SavepointOp uint8
+
+// Savepoint commands.
+const (
+	NoSavepoint SavepointOp = iota
+	SavepointDefine
+	SavepointRelease
+	SavepointRollback
+)
 
 // Verdict is what the statement guard decided about one Query or Parse message.
 type Verdict struct {
@@ -104,6 +118,10 @@ type Verdict struct {
 	Sets []Setting
 	// Rewrite, when set, is the statement text sent instead of the client's (tenant-scoped channels).
 	Rewrite string
+	// Prepares and Executes name the statements of SQL-level PREPARE and EXECUTE (also inside EXPLAIN or
+	// CREATE TABLE AS): a client may execute only what it prepared itself, since the server's namespace of
+	// statements is shared by every client a backend serves.
+	Prepares, Executes []string
 }
 
 // Guard classifies statements before they reach a shared backend.
