@@ -73,6 +73,9 @@ func runCategory(t *testing.T, cases []escape, configure func(*config.Config)) {
 			for _, c := range cases {
 				t.Run(c.name, func(t *testing.T) { runEscape(t, p, s, c) })
 			}
+			if counter(t, p, "tenantproxy_tripwire_checks_total") == 0 {
+				t.Errorf("the tripwire never checked a backend: its hits would prove nothing")
+			}
 		})
 	}
 }

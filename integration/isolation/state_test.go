@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,4 +310,80 @@ func TestPreparedStatementsStayWithinTenant(t *testing.T) {
 func pgxStatementName(sql string) string {
 	digest := sha256.Sum256([]byte(sql))
 	return `"stmtcache_` + hex.EncodeToString(digest[:24]) + `"`
+}
+
+// A client's cancel requests reach only its own queries: acme cancels its connection again and again
+// while its statements come and go over the backends globex uses too, and no query of globex's is ever
+// cancelled. A cancel that lands between acme's statements must not end acme's session either.
+func TestCancelStaysWithinTenant(t *testing.T) {
+	for _, s := range setups {
+		if s.mode != config.ModeTransaction {
+			continue // in session pooling no other client shares acme's backend while it is connected
+		}
+		t.Run(s.String(), func(t *testing.T) {
+			p := startProxy(t, s, nil)
+			ctx := testContext(t, 30*time.Second)
+			var a atomic.Pointer[pgconn.PgConn]
+			a.Store(connect(t, ctx, p.TenantURL(attacker)))
+			g := connect(t, ctx, p.TenantURL("globex"))
+			deadline := time.Now().Add(3 * time.Second)
+			var wg sync.WaitGroup
+			var cancels, acmeCancelled, acmeKilled, globexQueries atomic.Int64
+			var firstKill atomic.Value
+			wg.Add(3)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					if a.Load().CancelRequest(ctx) == nil {
+						cancels.Add(1)
+					}
+					time.Sleep(2 * time.Millisecond)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					o := simple(ctx, a.Load(), "SELECT pg_sleep(0.01)")
+					switch {
+					case o.code() == "57014":
+						acmeCancelled.Add(1)
+					case o.err != nil:
+						acmeKilled.Add(1)
+						firstKill.CompareAndSwap(nil, o.err.Error())
+						c, err := pgconn.Connect(ctx, p.TenantURL(attacker))
+						if err != nil {
+							t.Errorf("acme reconnects: %v", err)
+							return
+						}
+						t.Cleanup(func() { c.Close(context.Background()) })
+						a.Store(c)
+					}
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					o := simple(ctx, g, "SELECT DISTINCT tenant FROM employees")
+					globexQueries.Add(1)
+					if o.code() == "57014" {
+						t.Errorf("LEAK: acme's cancel request cancelled globex's query: %v", o.err)
+						return
+					}
+					if o.err != nil || o.text() != "globex\n" {
+						t.Errorf("globex: %v", o)
+						return
+					}
+				}
+			}()
+			wg.Wait()
+			t.Logf("%d cancel requests, %d acme statements cancelled, %d acme sessions ended, %d globex queries",
+				cancels.Load(), acmeCancelled.Load(), acmeKilled.Load(), globexQueries.Load())
+			if acmeCancelled.Load() == 0 {
+				t.Errorf("no acme statement was ever cancelled: the cancel requests reached nothing")
+			}
+			if n := acmeKilled.Load(); n > 0 {
+				t.Errorf("%d of acme's sessions ended on its own cancel request, which PostgreSQL would have answered with 57014 on a statement, or ignored; first: %v", n, firstKill.Load())
+			}
+		})
+	}
 }
