@@ -18,20 +18,25 @@ import (
 	"github.com/tenantproxy/tenantproxy/integration/proxytest"
 )
 
-// framesProxy starts the proxy the frame tests drive: one backend, so whatever a client leaves behind
-// meets the next one; trust authentication, so a session costs no SCRAM exchange; a short wait_timeout,
-// so a backend that is never given back shows as 53300 at once; and a small max_message_size.
-func framesProxy(tb testing.TB) *proxytest.Proxy {
-	tb.Helper()
+// framesConfig configures the proxies the frame tests drive: one backend, so whatever a client leaves
+// behind meets the next one; trust authentication, so a session costs no SCRAM exchange; a short
+// wait_timeout, so a backend that is never given back shows as 53300 at once; and a small
+// max_message_size.
+func framesConfig(c *config.Config) {
+	c.Pool.Mode = config.ModeTransaction
+	c.Backend.PoolSize = 1
+	c.Auth.Method = config.AuthTrust
+	c.Tenancy.RequireHardening = new(bool) // checked once by the package's other proxies; it costs a round of queries
+	c.Pool.WaitTimeout.Duration = 3 * time.Second
+	c.Listen.MaxMessageSize = 64 << 10
+}
+
+// cleanFramesRows removes the rows the frame tests' COPY statements may have added.
+func cleanFramesRows(tb testing.TB) {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		superExec(ctx, "DELETE FROM acme.employees WHERE name = 'rel-frames'")
-	})
-	return startProxy(tb, config.ModeTransaction, func(c *config.Config) {
-		c.Auth.Method = config.AuthTrust
-		c.Pool.WaitTimeout.Duration = 3 * time.Second
-		c.Listen.MaxMessageSize = 64 << 10
 	})
 }
 
@@ -164,21 +169,26 @@ func frameSeeds(tb testing.TB) [][]byte {
 // a real server; the proxy must answer with well-framed messages, close the session, and hand the next
 // client a clean backend. Run it long with
 // go test -run '^$' -fuzz '^FuzzClientFrames$' -fuzztime 10m ./integration/reliability/
+//
+// Each input gets a proxy of its own, so that a backend one input broke does not fail the inputs after it
+// and a crasher minimizes to what breaks the proxy.
 func FuzzClientFrames(f *testing.F) {
-	p := framesProxy(f)
+	cleanFramesRows(f)
 	for _, s := range frameSeeds(f) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		runFrames(t, p, data)
+		runFrames(t, fx.Start(t, framesConfig), data)
 	})
 }
 
 // TestRandomClientFrames sends 300 random, mostly well-formed message sequences built from the protocol's
 // messages (a fixed seed, so a failure reproduces), each followed by a Terminate or, one time in three,
-// by the client simply going away.
+// by the client simply going away, all through one proxy, so that what one sequence leaves behind meets
+// the next.
 func TestRandomClientFrames(t *testing.T) {
-	p := framesProxy(t)
+	cleanFramesRows(t)
+	p := startProxy(t, config.ModeTransaction, framesConfig)
 	leaks := leakCheck(t)
 	rng := rand.New(rand.NewPCG(6, 2026))
 	for range 300 {
