@@ -14,43 +14,45 @@ import (
 	"github.com/tenantproxy/tenantproxy/integration/proxytest"
 )
 
-// A tenant whose context does not hold on the server — here its schema is missing, so search_path does
-// not start with it — is caught by the tripwire's identity check: the backend is closed and the client
-// told, instead of running queries in a context that is not its tenant's.
-func TestTripwireClosesBackendWhoseContextIsWrong(t *testing.T) {
+// A context change the guard cannot see — here a SECURITY DEFINER function, created by the superuser,
+// that sets the tenant setting to another tenant at run time (what RLS policies read) — is caught by the tripwire's identity
+// check: the backend is closed and the client told, and the next lease runs in a clean context.
+func TestTripwireCatchesAContextChangeInsideAFunction(t *testing.T) {
 	f := proxytest.NewFixture(t)
-	f.Cluster.MustExec(t, proxytest.Database, `CREATE ROLE tenant_ghost NOLOGIN NOINHERIT; GRANT tenant_ghost TO tenantproxy_pool`)
+	f.Cluster.MustExec(t, proxytest.Database, `
+		CREATE FUNCTION acme.sneaky() RETURNS text LANGUAGE sql SECURITY DEFINER
+			AS $$ SELECT set_config('tenantproxy.tenant', 'globex', false) $$;
+		GRANT EXECUTE ON FUNCTION acme.sneaky() TO tenant_acme;`)
 	p := f.Start(t, func(c *config.Config) {
-		c.Tenancy.RequireHardening = new(bool) // the ghost tenant fails doctor on purpose
+		c.Backend.PoolSize = 1
 		c.Tenancy.TripwireSampleRate = 1
-		c.Tenants = append(c.Tenants, config.Tenant{Name: "ghost", Schema: "ghost"})
-		c.Users = append(c.Users, config.User{Name: "casper", Password: proxytest.Password, Tenants: []string{"ghost"}, Profile: config.ProfileApp})
+		c.Tenancy.RequireHardening = new(bool) // the superuser's function fails doctor on purpose
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, p.URL("casper", "ghost"))
+	conn, err := pgx.Connect(ctx, p.TenantURL("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
 	var got error
 	for i := 0; i < 3 && got == nil; i++ {
-		_, got = conn.Exec(ctx, "select 1")
+		_, got = conn.Exec(ctx, "select acme.sneaky()")
 	}
 	var pe *pgconn.PgError
 	if !errors.As(got, &pe) || pe.Code != "08006" || !strings.Contains(pe.Message, "tripwire") {
 		t.Fatalf("want the tripwire's 08006 error, got %v", got)
 	}
-	// A healthy tenant is checked too, and passes.
-	ok, err := pgx.Connect(ctx, p.TenantURL("acme"))
+	// The next lease (a new backend) runs in the tenant's context again.
+	other, err := pgx.Connect(ctx, p.TenantURL("globex"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ok.Close(ctx)
+	defer other.Close(ctx)
 	for i := 0; i < 3; i++ {
-		var tenant string
-		if err := ok.QueryRow(ctx, "select min(tenant) from employees").Scan(&tenant); err != nil || tenant != "acme" {
-			t.Fatalf("healthy tenant after tripwire: %q %v", tenant, err)
+		var tenant, path string
+		if err := other.QueryRow(ctx, "select min(tenant), current_setting('search_path') from employees").Scan(&tenant, &path); err != nil || tenant != "globex" || !strings.HasPrefix(path, "globex") {
+			t.Fatalf("after the tripwire: %q %q %v", tenant, path, err)
 		}
 	}
 }

@@ -53,14 +53,16 @@ func (x Context) AllowedSchemas() []string {
 }
 
 // VerifySQL is the tripwire's query: it returns one row with one boolean, true when the backend's session
-// user is the pool role and its role, first schema and tenant setting are the tenant's.
+// user is the pool role, its role and tenant setting are the tenant's, and every schema on its effective
+// search_path is one the tenant may use (the client may reorder or narrow them, never add another).
 func (x Context) VerifySQL(poolRole string) string {
-	first := ""
-	if len(x.SearchPath) > 0 {
-		first = x.SearchPath[0]
+	allowed := x.AllowedSchemas()
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = pgident.QuoteLiteral(a)
 	}
 	return "SELECT current_user = " + pgident.QuoteLiteral(x.Role) +
 		" AND session_user = " + pgident.QuoteLiteral(poolRole) +
 		" AND coalesce(current_setting(" + pgident.QuoteLiteral(x.Setting) + ", true), '') = " + pgident.QuoteLiteral(x.Tenant) +
-		" AND coalesce((current_schemas(false))[1]::text, '') = " + pgident.QuoteLiteral(first)
+		" AND current_schemas(false) <@ ARRAY[" + strings.Join(quoted, ", ") + "]::name[]"
 }

@@ -226,6 +226,9 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 		s.startup["default_transaction_read_only"] = []string{"on"}
 	}
 	s.resetSettings()
+	if enc := info.Params["client_encoding"]; enc != "" {
+		s.setEncoding(enc)
+	}
 	s.log = s.log.With(zap.Uint32("session", s.pid))
 	t := e.tenants[info.Tenant]
 	if t == nil {

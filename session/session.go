@@ -3,11 +3,13 @@ package session
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/text/encoding"
 
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 	"github.com/tenantproxy/tenantproxy/policy"
@@ -68,6 +70,7 @@ type Session struct {
 	stmts       map[string]*stmt    // protocol-level prepared statements by client name
 	stmtBytes   int                 // total text size of stmts
 	sqlStmts    map[string]bool     // names of the client's SQL-level PREPAREd statements
+	decoder     encoding.Encoding   // the client's encoding when it is not UTF-8, for the guard
 	unnamed     *stmt               // the client's unnamed statement
 	unnamedOn   *backend            // where it was last parsed
 	unnamedSeq  uint64              // that backend's unnamedSeq right after
@@ -354,7 +357,7 @@ func (s *Session) sqlNames(v Verdict) (Verdict, bool) {
 		}
 	}
 	for _, name := range v.Executes {
-		if !s.sqlStmts[name] {
+		if !s.sqlStmts[name] && !slices.Contains(v.Prepares, name) {
 			v.Code, v.Message = "26000", fmt.Sprintf("prepared statement %q does not exist", name)
 			return v, true
 		}
@@ -478,10 +481,7 @@ func (s *Session) emulateEffect(e Emulation, name string) string {
 }
 
 func (s *Session) check(sql string, parse bool) Verdict {
-	if g := s.e.cfg.Guard; g != nil {
-		return g.Check(sql, s.info.Profile, s.tenant, parse)
-	}
-	return Verdict{}
+	return s.e.cfg.Guard.Check(s.textForGuard(sql), s.info.Profile, s.tenant, parse)
 }
 
 // pinFor keeps the backend with this client: the statement leaves state that outlives the transaction.
@@ -659,6 +659,10 @@ func (s *Session) terminate() {
 // resetSettings returns tracked settings to the client's startup values.
 func (s *Session) resetSettings() {
 	s.pendingSets = nil
+	s.decoder = nil
+	if v := s.startup["client_encoding"]; len(v) > 0 {
+		s.setEncoding(v[0])
+	}
 	s.settings = make(map[string][]string, len(s.startup))
 	for k, v := range s.startup {
 		s.settings[k] = v
@@ -713,6 +717,11 @@ func (s *Session) applySets(sets []Setting) {
 			continue
 		}
 		s.settings[name] = st.Values
+	}
+	if v := s.settings["client_encoding"]; len(v) > 0 {
+		s.setEncoding(v[0])
+	} else {
+		s.decoder = nil
 	}
 	s.rebuildSettingsSQL()
 }
