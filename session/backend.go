@@ -311,6 +311,11 @@ func (b *backend) endMessage() {
 	switch h.kind {
 	case opParse:
 		done = t == msgParseComplete
+		if done && h.stmt != 0 && !h.replay && b.client != nil {
+			if st := b.client.stmts[h.name]; st != nil && st.id == h.stmt {
+				b.e.stmtParsed(b.client.tenant.Name, st)
+			}
+		}
 	case opBind:
 		done = t == msgBindComplete
 	case opDescribeStmt, opDescribePortal:

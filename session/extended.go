@@ -32,8 +32,9 @@ type stmtKey struct {
 }
 
 type stmtEntry struct {
-	id   uint64
-	refs int
+	id    uint64
+	refs  int
+	valid bool // a server accepted its Parse: it parses for this tenant
 }
 
 // stmtID returns the interned id of a statement, counting a reference.
@@ -46,6 +47,13 @@ func (e *Engine) stmtID(tenant, query string, types []byte) uint64 {
 	e.nextStmt++
 	e.stmtIDs[k] = &stmtEntry{id: e.nextStmt, refs: 1}
 	return e.nextStmt
+}
+
+// stmtParsed records that a server accepted the statement with this id.
+func (e *Engine) stmtParsed(tenant string, st *stmt) {
+	if en := e.stmtIDs[stmtKey{tenant, st.query, string(st.types)}]; en != nil && en.id == st.id {
+		en.valid = true
+	}
 }
 
 // stmtUnref drops a client's reference to a statement.
@@ -74,6 +82,9 @@ func (s *Session) parse(msg []byte) bool {
 		return true
 	}
 	orig := s.check(query, true)
+	if s.be == nil && s.parseLocally(name, query, types, orig) {
+		return true
+	}
 	if !s.ensureLease() {
 		return false
 	}
@@ -140,6 +151,28 @@ func (s *Session) parse(msg []byte) bool {
 	}
 	s.e.m.prepMiss.Inc()
 	s.sendParse(b, st, name)
+	return true
+}
+
+// parseLocally answers the Parse of a named statement without a backend when the same text, with the same
+// parameter types, already parsed for this tenant: a client preparing its statements (pgbench -M
+// prepared, drivers' statement caches) then needs no lease, and a Sync that follows is answered locally
+// too. The statement is prepared on a backend when first bound there.
+func (s *Session) parseLocally(name, query string, types []byte, v Verdict) bool {
+	if name == "" || v.Refused || v.Emulate != EmulateNone || v.Pin != "" || len(v.Sets) > 0 || v.Rewrite != "" ||
+		len(v.Prepares) > 0 || len(v.Executes) > 0 || s.stmts[name] != nil ||
+		len(s.stmts) >= s.e.cfg.MaxClientPreparedStatements || s.stmtBytes+len(query) > s.e.cfg.MaxClientPreparedBytes {
+		return false
+	}
+	en := s.e.stmtIDs[stmtKey{s.tenant.Name, query, string(types)}]
+	if en == nil || !en.valid {
+		return false
+	}
+	st := &stmt{id: s.e.stmtID(s.tenant.Name, query, types), query: query, types: append([]byte(nil), types...)}
+	s.keepStmt(name, st)
+	s.e.m.prepHit.Inc()
+	s.c.queue(parseComplete)
+	s.localBatch = true
 	return true
 }
 

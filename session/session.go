@@ -55,13 +55,14 @@ type Session struct {
 	state  sessState
 	be     *backend
 
-	in        []byte // client bytes not yet handled
-	need      int    // bytes the partial message at the head of in needs
-	stalled   bool   // a local answer waits for the backend's replies to drain
-	unsynced  bool   // extended-protocol messages sent since the last Sync
-	pin       string // session state that keeps the backend with this client
-	waitSince time.Time
-	paused    bool // reading from the client is paused
+	in         []byte // client bytes not yet handled
+	need       int    // bytes the partial message at the head of in needs
+	stalled    bool   // a local answer waits for the backend's replies to drain
+	unsynced   bool   // extended-protocol messages sent since the last Sync
+	localBatch bool   // messages since the last Sync were answered by the relay, without a backend
+	pin        string // session state that keeps the backend with this client
+	waitSince  time.Time
+	paused     bool // reading from the client is paused
 
 	startup     map[string][]string // tracked startup settings
 	settings    map[string][]string // tracked settings now
@@ -267,6 +268,13 @@ func (s *Session) handle(t byte, msg []byte) bool {
 	case msgExecute:
 		return s.execute(msg)
 	case msgSync:
+		if s.be == nil && s.localBatch {
+			// Everything since the last Sync was answered by the relay.
+			s.localBatch = false
+			s.c.setBuf(appendReady(s.c.buf(), txIdle))
+			return true
+		}
+		s.localBatch = false
 		if !s.ensureLease() {
 			return false
 		}
