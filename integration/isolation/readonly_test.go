@@ -1,6 +1,11 @@
 package isolation
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/tenantproxy/tenantproxy/config"
+)
 
 // readonlyCases are run by reader@acme, whose profile is read-only: it may not write, nor turn read-only
 // transactions off in any spelling, nor escape like any other client; RESET ALL and DISCARD ALL keep its
@@ -47,4 +52,36 @@ func readonlyCases() []escape {
 // is not read-only.
 func TestReadonlyProfile(t *testing.T) {
 	runCategory(t, readonlyCases(), nil)
+}
+
+// The read-only user's transactions stay read-only on the server too, even on a backend an app user of
+// the same tenant left with settings the proxy lost track of: the app user makes its tracked settings
+// look like the read-only user's, then turns read-only transactions off in a way the proxy misses
+// (COMMIT AND CHAIN), so no reset runs before the read-only user's lease.
+func TestReadonlyUserInheritsNoSettings(t *testing.T) {
+	for _, s := range setups {
+		if s.pool != 1 {
+			continue
+		}
+		t.Run(s.String(), func(t *testing.T) {
+			p := startProxy(t, s, nil)
+			ctx := testContext(t, 30*time.Second)
+			a := connect(t, ctx, p.TenantURL(attacker))
+			for _, sql := range []string{
+				"SET default_transaction_read_only = on",
+				"BEGIN; SET default_transaction_read_only = off; COMMIT AND CHAIN; ROLLBACK",
+			} {
+				expect(t, sql, simple(ctx, a, sql), "")
+			}
+			if s.mode == config.ModeSession {
+				a.Close(ctx)
+			}
+			r := connect(t, ctx, p.URL("reader", attacker))
+			expect(t, "the read-only user's transaction", simple(ctx, r, "SHOW transaction_read_only"), "")
+			o := simple(ctx, r, "SELECT nextval('employees_id_seq')")
+			if o.code() != "25006" {
+				t.Errorf("LEAK: the read-only user ran a write on a backend the app user left read-write: want 25006, got %v", o)
+			}
+		})
+	}
 }

@@ -13,8 +13,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/config"
+	"github.com/tenantproxy/tenantproxy/integration/proxytest"
+	"github.com/tenantproxy/tenantproxy/internal/app"
 )
 
 // stateCases leave session state on a shared backend: temporary tables that would shadow the next
@@ -99,25 +102,44 @@ func stateCases() []escape {
 			ok("DISCARD ALL"),
 			okRows("SHOW statement_timeout", "0"),
 		}},
-		{name: "a SET rolled back is not kept", steps: []step{
-			ok("BEGIN"),
-			ok("SET statement_timeout = '4242s'"),
-			ok("ROLLBACK"),
-			okRows("SHOW statement_timeout", "0"),
-		}, own: []step{okRows("SHOW statement_timeout", "0")}},
-		{name: "a SET undone by ROLLBACK TO SAVEPOINT over messages is not kept", steps: []step{
-			ok("BEGIN"),
-			ok("SAVEPOINT s"),
-			ok("SET work_mem = '77kB'"),
-			ok("ROLLBACK TO SAVEPOINT s"),
-			ok("COMMIT"),
-			okRows("SELECT current_setting('work_mem') <> '77kB'", "t"),
-		}, own: []step{okRows("SELECT current_setting('work_mem') <> '77kB'", "t")}},
-		{name: "a SET undone by ROLLBACK TO SAVEPOINT in one message is not kept", steps: []step{
-			ok("BEGIN; SAVEPOINT s; SET work_mem = '77kB'; ROLLBACK TO SAVEPOINT s; COMMIT"),
-			okRows("SELECT current_setting('work_mem') <> '77kB'", "t"),
-		}, own: []step{okRows("SELECT current_setting('work_mem') <> '77kB'", "t")}},
 	}
+}
+
+// transactionSettingCases change tracked settings inside transactions that commit, roll back, fail or
+// release and roll back to savepoints: the proxy must keep exactly what the server kept, or a setting
+// reaches the next client of the tenant (no reset runs between two clients of one tenant) or is lost.
+func transactionSettingCases() []escape {
+	show := "SHOW application_name"
+	kept := func(name, sql, value string) escape {
+		return escape{name: name, steps: []step{ok(sql), okRows(show, value)}, own: []step{okRows(show, value)}}
+	}
+	undone := func(name string, steps ...step) escape {
+		check := okRows("SELECT current_setting('application_name') LIKE 'hostile%'", "f")
+		return escape{name: name, steps: append(steps, check), own: []step{check}}
+	}
+	return []escape{
+		kept("SET in a committed transaction", "BEGIN; SET application_name = 'hostile tx'; COMMIT", "hostile tx"),
+		kept("SET after a released savepoint", "BEGIN; SAVEPOINT s; SET application_name = 'hostile sp'; RELEASE SAVEPOINT s; COMMIT", "hostile sp"),
+		kept("SET before COMMIT AND CHAIN", "BEGIN; SET application_name = 'hostile chain'; COMMIT AND CHAIN; ROLLBACK", "hostile chain"),
+		kept("SET before a savepoint rolled back to", "BEGIN; SET application_name = 'hostile before'; SAVEPOINT s; SELECT 1; ROLLBACK TO SAVEPOINT s; COMMIT", "hostile before"),
+		{name: "SET in a committed transaction over messages", steps: []step{ok("BEGIN"), ok("SET application_name = 'hostile msgs'"), ok("COMMIT"), okRows(show, "hostile msgs")},
+			own: []step{okRows(show, "hostile msgs")}},
+		undone("SET in a rolled back transaction", ok("BEGIN; SET application_name = 'hostile rb'; ROLLBACK")),
+		undone("SET LOCAL", ok("BEGIN; SET LOCAL application_name = 'hostile local'; COMMIT")),
+		undone("SET then an error in one message", fails("22012", "SET application_name = 'hostile implicit'; SELECT 1/0")),
+		undone("SET in a transaction that failed", ok("BEGIN"), ok("SET application_name = 'hostile failed'"), fails("22012", "SELECT 1/0"), ok("COMMIT")),
+		undone("SET in a transaction rolled back over messages", ok("BEGIN"), ok("SET application_name = 'hostile rb msgs'"), ok("ROLLBACK")),
+		undone("SET after a savepoint rolled back to, over messages", ok("BEGIN"), ok("SAVEPOINT s"), ok("SET application_name = 'hostile sp msgs'"), ok("ROLLBACK TO SAVEPOINT s"), ok("COMMIT")),
+		undone("SET after a savepoint rolled back to, in one message", ok("BEGIN; SAVEPOINT s; SET application_name = 'hostile sp one'; ROLLBACK TO SAVEPOINT s; COMMIT")),
+		undone("SET in a transaction whose COMMIT fails", ok("BEGIN"), ok("SET application_name = 'hostile deferred'"),
+			ok("SET CONSTRAINTS ALL DEFERRED"), fails("25P02|22012", "SELECT 1/0"), ok("COMMIT")),
+	}
+}
+
+// Tracked settings follow the server's transaction semantics: kept when the server keeps them, dropped
+// when it undoes them, so that the next client of the tenant never inherits one.
+func TestTrackedSettingsFollowTransactions(t *testing.T) {
+	runCategory(t, transactionSettingCases(), nil)
 }
 
 // Session state never reaches the next tenant: it is refused by the server's hardening, pins the backend
@@ -386,4 +408,25 @@ func TestCancelStaysWithinTenant(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Nothing a tenant's client creates through the proxy stops the next proxy from starting: a large object
+// is the one object a tenant role can own on the hardened server, and the hardening check that every
+// start runs must not fail on it (or the client must not be able to create it).
+func TestTenantObjectsDoNotStopTheProxy(t *testing.T) {
+	p := startProxy(t, setups[0], nil)
+	ctx := testContext(t, 30*time.Second)
+	c := connect(t, ctx, p.TenantURL(attacker))
+	t.Cleanup(func() {
+		fx.Cluster.MustExec(t, proxytest.Database, "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE lomowner = 'tenant_acme'::regrole")
+	})
+	if o := simple(ctx, c, "SELECT lo_from_bytea(0, 'acme lob')::text"); o.err != nil {
+		return // refused: nothing was created
+	}
+	c.Close(ctx)
+	a, err := app.Start(fx.Config(nil), zap.NewNop(), "test")
+	if err != nil {
+		t.Fatalf("a large object that acme's client created stops the next proxy from starting: %v", err)
+	}
+	a.Shutdown(2 * time.Second)
 }
