@@ -93,6 +93,16 @@ func TestClientVanishes(t *testing.T) {
 			row: "rel-vanish-copy",
 		},
 		{
+			// The client is gone before the server's CopyInResponse reaches the proxy: the server still
+			// enters COPY and waits for data that will never come unless the proxy ends the COPY.
+			name: "right after starting COPY FROM STDIN",
+			vanish: func(t *testing.T, r *rawConn) {
+				r.send(t, &pgproto3.Query{String: "COPY employees (name, email) FROM STDIN"},
+					&pgproto3.CopyData{Data: []byte("rel-vanish-copy-early\tcopy@example.com\n")})
+			},
+			row: "rel-vanish-copy-early",
+		},
+		{
 			// PostgreSQL runs an extended-protocol batch in an implicit transaction that commits at Sync:
 			// a client gone before its Sync has committed nothing, as it would directly on the server.
 			name: "in a pipeline without Sync",
