@@ -3,6 +3,7 @@ package isolation
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -309,4 +310,62 @@ func waitPoolIdle(t *testing.T, p *proxytest.Proxy) bool {
 	t.Errorf("the pool did not come back: %d backend(s), %d idle, %d leased, %d client(s): a backend stays busy after its client left",
 		st.Backends, st.Idle, st.Leased, st.Clients)
 	return false
+}
+
+// extendedCases are escapes sent the way drivers send them with the extended protocol: pgconn's
+// ExecParams (unnamed statement) and Prepare then ExecPrepared (named statement).
+var extendedCases = []struct {
+	sql  string
+	args []string
+	code string
+}{
+	{"SET ROLE tenant_globex", nil, "42501"},
+	{"RESET ROLE", nil, "42501"},
+	{"SET SESSION AUTHORIZATION DEFAULT", nil, "42501"},
+	{"SELECT set_config($1, $2, false)", []string{"role", "tenant_globex"}, "42501"},
+	{"SELECT set_config('search_path', $1, false)", []string{"globex"}, "42501"},
+	{"SELECT pg_catalog.set_config($1, $2, $3::boolean)", []string{"tenantproxy.tenant", "globex", "false"}, "42501"},
+	{"SELECT * FROM public.notes WHERE set_config($1, $2, true) IS NOT NULL", []string{"tenantproxy.tenant", "globex"}, "42501"},
+	{"SELECT query_to_xml($1, true, false, '')", []string{"select * from globex.employees"}, "42501"},
+	{"SET search_path TO globex", nil, "42501"},
+	{"SET tenantproxy.tenant = 'globex'", nil, "42501"},
+	{"DO $$ BEGIN RESET ROLE; END $$", nil, "42501"},
+	{"SET standard_conforming_strings = off", nil, "42501"},
+	{"SELECT * FROM globex.employees WHERE id > $1", []string{"0"}, "42501"},
+	{"UPDATE pg_settings SET setting = $1 WHERE name = 'search_path'", []string{"globex"}, "42501"},
+	{"SELECT 1; RESET ROLE", nil, "42501|42601"},
+	{"SELEC $1", []string{"1"}, "42601"},
+}
+
+// Drivers' extended-protocol paths are guarded like simple queries, for the unnamed statement and for
+// named ones; a refused named statement does not exist afterwards.
+func TestExtendedProtocolDrivers(t *testing.T) {
+	for _, s := range setups {
+		t.Run(s.String(), func(t *testing.T) {
+			p := startProxy(t, s, nil)
+			ctx := testContext(t, 30*time.Second)
+			c := connect(t, ctx, p.TenantURL(attacker))
+			for i, ec := range extendedCases {
+				o := params(ctx, c, ec.sql, ec.args...)
+				checkStep(t, "ExecParams "+ec.sql, attacker, o, step{code: ec.code})
+				name := "hostile" + strconv.Itoa(i)
+				_, err := c.Prepare(ctx, name, ec.sql, nil)
+				checkStep(t, "Prepare "+ec.sql, attacker, outcome{err: err}, step{code: ec.code})
+				vals := make([][]byte, len(ec.args))
+				for j, a := range ec.args {
+					vals[j] = []byte(a)
+				}
+				r := c.ExecPrepared(ctx, name, vals, nil, nil).Read()
+				checkStep(t, "ExecPrepared "+ec.sql, attacker, outcome{err: r.Err}, step{code: "26000"})
+			}
+			st, err := probe(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkTenant(t, "after the extended-protocol escapes", st, attacker)
+			c.Close(ctx)
+			probeTenant(t, ctx, p, "globex", "after the extended-protocol escapes")
+			checkVictimsUnchanged(t, ctx, "after the extended-protocol escapes")
+		})
+	}
 }

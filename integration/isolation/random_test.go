@@ -36,7 +36,7 @@ func randomSeed(t *testing.T) uint64 {
 }
 
 // randomDuration is how long each setup of the randomized test runs.
-const randomDuration = 8 * time.Second
+const randomDuration = 10 * time.Second
 
 // hostile is a statement a client may not run, and the SQLSTATE it must get; {other} stands for another
 // tenant.
