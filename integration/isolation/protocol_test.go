@@ -94,6 +94,30 @@ func noRowNamed(name string) func(*testing.T, context.Context, *proxytest.Proxy)
 	}
 }
 
+// copyThenQuery is a case that sends a Query message in the middle of COPY FROM STDIN. PostgreSQL ends
+// the connection ("protocol synchronization was lost"): nothing of the Query nor of the COPY may run.
+func copyThenQuery(name, sql string) rawCase {
+	row := "copied by " + name
+	return rawCase{name: name, closes: true, run: func(t *testing.T, r *rawConn) {
+		r.send(&pgproto3.Query{String: "COPY employees (name) FROM STDIN"})
+		r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if msg, err := r.fe.Receive(); err != nil {
+			t.Fatalf("COPY: %v", err)
+		} else if _, ok := msg.(*pgproto3.CopyInResponse); !ok {
+			t.Fatalf("COPY: want CopyInResponse, got %T", msg)
+		}
+		r.conn.SetReadDeadline(time.Time{})
+		r.fe.Send(&pgproto3.CopyData{Data: []byte(row + "\n")})
+		r.fe.Send(&pgproto3.Query{String: sql})
+		r.fe.Send(&pgproto3.CopyDone{})
+		r.fe.Flush()
+		rs := r.until(2)
+		if !rs.closed || !slices.Contains(rs.codes, "08P01") || len(rs.rows) > 0 {
+			t.Errorf("a Query in the middle of COPY: want the server's 08P01 and the end of the connection, got %v", rs)
+		}
+	}, after: noRowNamed(row)}
+}
+
 func protocolCases(t *testing.T) []rawCase {
 	ctx := testContext(t, 30*time.Second)
 	setConfig := functionOID(t, ctx, "pg_catalog.set_config(text,text,boolean)")
@@ -208,6 +232,8 @@ func protocolCases(t *testing.T) []rawCase {
 				t.Errorf("a zero byte inside a Parse: want a FATAL 08P01 and the end of the connection, got %v", rs)
 			}
 		}},
+		copyThenQuery("a refused Query in the middle of COPY FROM STDIN", "RESET ROLE; SELECT * FROM globex.employees"),
+		copyThenQuery("an allowed SET in the middle of COPY FROM STDIN", "SET application_name = 'hostile in copy'"),
 		{name: "invalid message type", closes: true, run: func(t *testing.T, r *rawConn) {
 			r.conn.Write([]byte{'z', 0, 0, 0, 4})
 			rs := r.until(1)
