@@ -292,8 +292,13 @@ func (b *backend) endMessage() {
 			b.checkIdentity()
 			return
 		}
-	case msgCopyInResponse:
+	case msgCopyInResponse, msgCopyBothResp:
 		b.copyIn = true
+		if b.client == nil && b.state == beReset {
+			// The client left before the server asked for its data: end the COPY now.
+			b.queueCopyFail()
+			b.c.flush()
+		}
 	case msgCommandComplete:
 		b.copyIn = false
 		if b.action == actCapture {
@@ -500,6 +505,13 @@ func (b *backend) queueVerify(t *Tenant) {
 	b.c.setBuf(appendQuery(b.c.buf(), t.VerifySQL))
 	b.push(op{kind: opQuery, swallow: true, verify: true})
 	b.unnamedSeq++
+}
+
+// queueCopyFail ends a COPY FROM STDIN whose client is gone.
+func (b *backend) queueCopyFail() {
+	m, st := beginMsg(b.c.buf(), msgCopyFail)
+	m = appendCString(m, "tenantproxy: the client disconnected")
+	b.c.setBuf(endMsg(m, st))
 }
 
 // queueQuery writes a simple Query the relay itself sends; its replies are swallowed.

@@ -301,6 +301,8 @@ func (e *Engine) Cancel(pid, secret uint32) {
 		}
 		if b := s.be; b != nil && !b.opsEmpty() {
 			e.cancelBackend(b)
+		} else if s.state == stWaiting {
+			s.cancelWaiting()
 		}
 	})
 }
@@ -349,9 +351,7 @@ func (e *Engine) clientLeft(b *backend, unsynced, vanished bool) {
 		e.cancelBackend(b)
 	}
 	if b.copyIn {
-		m, st := beginMsg(b.c.buf(), msgCopyFail)
-		m = appendCString(m, "tenantproxy: the client disconnected")
-		b.c.setBuf(endMsg(m, st))
+		b.queueCopyFail()
 	}
 	if unsynced {
 		m, st := beginMsg(b.c.buf(), msgParse)

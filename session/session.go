@@ -609,6 +609,32 @@ func (s *Session) onBackendIdle() {
 	s.flushAll()
 }
 
+// cancelWaiting answers a cancel request of a client whose query still waits for a backend: the query
+// (or the extended-protocol batch up to its Sync) is dropped and fails with 57014, as PostgreSQL would
+// cancel it.
+func (s *Session) cancelWaiting() {
+	off := 0
+	for len(s.in)-off >= 5 {
+		t := s.in[off]
+		n := 1 + int(binary.BigEndian.Uint32(s.in[off+1:]))
+		if n < 5 || len(s.in)-off < n {
+			break
+		}
+		off += n
+		if t == msgQuery || t == msgSync {
+			s.e.pool.unqueue(s)
+			s.setState(stIdle)
+			s.unsynced = false
+			s.in = s.in[:copy(s.in, s.in[off:])]
+			out := appendError(s.c.buf(), "ERROR", "57014", "canceling statement due to user request")
+			s.c.setBuf(appendReady(out, txIdle))
+			s.consumeIn()
+			s.flushAll()
+			return
+		}
+	}
+}
+
 // release ends the lease and hands the backend back to the pool.
 func (s *Session) release() {
 	b := s.be
