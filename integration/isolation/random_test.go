@@ -68,6 +68,10 @@ var hostiles = []hostile{
 	{"SET client_encoding = 'SJIS'", "42501"},
 	{"SELECT * FROM pg_prepared_statements", "42501"},
 	{"SELEC * FROM {other}.employees", "42601"},
+	{"EXECUTE tp1", "26000"},
+	{"EXPLAIN (VERBOSE, COSTS OFF) EXECUTE tp2('{other}')", "26000"},
+	{"DEALLOCATE tp3", "26000"},
+	{"PREPARE tp9 AS SELECT * FROM employees", "42501"},
 	{"CREATE FUNCTION {other}.f() RETURNS void LANGUAGE sql AS 'RESET ROLE'", "42501"},
 }
 
@@ -80,7 +84,7 @@ type randomStats struct {
 // RETURNING, transactions committed and rolled back, tracked settings, pgx's prepared statements) and
 // hostile ones over one or two shared backends, in both pool modes. Every row a client reads is its
 // tenant's, every write lands in its tenant, every refusal carries its SQLSTATE, and tracked settings
-// stay with the client that set them.
+// (application_name, statement_timeout) stay with the client that set them.
 func TestRandomizedTenants(t *testing.T) {
 	seed := randomSeed(t)
 	for i, s := range setups {
@@ -169,6 +173,7 @@ type worker struct {
 	conn    *pgx.Conn
 	appName string // the application_name the client expects
 	own     string // the prefix of every application_name this client sets
+	timeout string // the statement_timeout, in milliseconds, the client expects
 }
 
 // fail records a violation; a worker reports its first few only.
@@ -205,6 +210,7 @@ func (w *worker) loop(ctx context.Context, deadline time.Time) {
 			return
 		}
 		w.st.sessions.Add(1)
+		w.timeout = "0"
 		if err := w.conn.QueryRow(ctx, "SHOW application_name").Scan(&w.appName); err != nil {
 			w.fail("SHOW application_name: %v", err)
 		}
@@ -234,10 +240,12 @@ func (w *worker) op(ctx context.Context) bool {
 		w.checkRows(ctx, "UPDATE employees SET email = email WHERE name LIKE 'rnd %' RETURNING tenant")
 	case k < 55:
 		w.transaction(ctx)
-	case k < 62:
+	case k < 60:
 		w.setAppName(ctx)
+	case k < 63:
+		w.setTimeout(ctx)
 	case k < 67:
-		w.showAppName(ctx)
+		w.showSettings(ctx)
 	case k < 70:
 		w.reset(ctx)
 		return false
@@ -359,15 +367,28 @@ func (w *worker) setAppName(ctx context.Context) {
 	w.appName = name
 }
 
-// showAppName checks that the client's tracked setting stayed its own.
-func (w *worker) showAppName(ctx context.Context) {
-	var got string
-	if err := w.conn.QueryRow(ctx, "SHOW application_name").Scan(&got); err != nil {
-		w.fail("SHOW application_name: %v", err)
+// setTimeout sets statement_timeout to a value (hours, harmless) only this client uses.
+func (w *worker) setTimeout(ctx context.Context) {
+	ms := strconv.Itoa(3600000 + w.id*1000 + w.seq%1000)
+	if _, err := w.conn.Exec(ctx, "SET statement_timeout = "+ms); err != nil {
+		w.fail("SET statement_timeout: %v", err)
 		return
 	}
-	if got != w.appName && !strings.HasPrefix(got, w.own) {
-		w.fail("LEAK: application_name is %q, want %q: another client's setting", got, w.appName)
+	w.timeout = ms
+}
+
+// showSettings checks that the client's tracked settings stayed its own.
+func (w *worker) showSettings(ctx context.Context) {
+	var app, timeout string
+	if err := w.conn.QueryRow(ctx, "SELECT current_setting('application_name'), (SELECT setting FROM pg_settings WHERE name = 'statement_timeout')").Scan(&app, &timeout); err != nil {
+		w.fail("settings: %v", err)
+		return
+	}
+	if app != w.appName && !strings.HasPrefix(app, w.own) {
+		w.fail("LEAK: application_name is %q, want %q: another client's setting", app, w.appName)
+	}
+	if timeout != w.timeout {
+		w.fail("LEAK: statement_timeout is %s ms, want %s", timeout, w.timeout)
 	}
 }
 
