@@ -62,13 +62,13 @@ type goConn interface {
 type goDriver struct {
 	name string
 	open func(ctx context.Context, dsn string) (goConn, error)
-	// cancelClosesConn is set when the driver closes its connection after cancelling a query for a context
-	// (lib/pq does so on purpose), so the scenario continues on a new connection.
+	// cancelClosesConn is set when the driver gives up its connection after cancelling a query for a context
+	// (lib/pq marks it bad on purpose), so the scenario closes it and continues on a new connection.
 	cancelClosesConn bool
 }
 
+// TestGoDriverScenario runs the scenario with pgx in every QueryExecMode and with lib/pq, in each pool mode.
 func TestGoDriverScenario(t *testing.T) {
-	dsnA, dsnB := fixtureDSNs(t)
 	drivers := []goDriver{
 		{name: "pgx/CacheStatement", open: openPgx(pgx.QueryExecModeCacheStatement)},
 		{name: "pgx/CacheDescribe", open: openPgx(pgx.QueryExecModeCacheDescribe)},
@@ -77,11 +77,13 @@ func TestGoDriverScenario(t *testing.T) {
 		{name: "pgx/SimpleProtocol", open: openPgx(pgx.QueryExecModeSimpleProtocol)},
 		{name: "lib/pq", open: openPQ, cancelClosesConn: true},
 	}
-	for _, d := range drivers {
-		t.Run(d.name, func(t *testing.T) {
-			runGoScenario(t, d, dsnA, dsnB)
-		})
-	}
+	forEachMode(t, func(t *testing.T, mode string) {
+		for _, d := range drivers {
+			t.Run(d.name, func(t *testing.T) {
+				runGoScenario(t, d, startTarget(t, mode))
+			})
+		}
+	})
 }
 
 // goScenario carries the state of one run of the scenario.
@@ -92,10 +94,10 @@ type goScenario struct {
 	markA, markB     string // name prefixes of the rows this run inserts, per tenant
 }
 
-func runGoScenario(t *testing.T, d goDriver, dsnA, dsnB string) {
+func runGoScenario(t *testing.T, d goDriver, tg target) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tenantA, tenantB := fixtureTenants()
+	tenantA, tenantB, dsnA, dsnB := tg.tenantA, tg.tenantB, tg.dsnA, tg.dsnB
 	run := fmt.Sprintf("go-%s-%d-%d", strings.ReplaceAll(d.name, "/", "-"), os.Getpid(), time.Now().UnixNano())
 	s := &goScenario{t: t, ctx: ctx, tenantA: tenantA, tenantB: tenantB, markA: run + "-a-", markB: run + "-b-"}
 
@@ -150,6 +152,9 @@ func runGoScenario(t *testing.T, d goDriver, dsnA, dsnB string) {
 		t.Fatalf("cancelled pg_sleep(10): want SQLSTATE 57014, got %q (%v)", got, err)
 	}
 	if d.cancelClosesConn {
+		// The driver only marks the connection bad; closing it gives its server connection back, which the
+		// new one needs in session pooling on a pool of two.
+		a.close()
 		a = s.connect(d, dsnA, s.markA)
 	}
 	s.wantCount(a, 0, sqlForeign, tenantA)

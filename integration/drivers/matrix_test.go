@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 )
 
 // scenarioTimeout bounds one external scenario; a healthy one takes a few seconds.
-const scenarioTimeout = 2 * time.Minute
+const scenarioTimeout = 45 * time.Second
 
 // jdbcJar is the PostgreSQL JDBC driver of Debian's libpostgresql-jdbc-java.
 const jdbcJar = "/usr/share/java/postgresql.jar"
@@ -32,17 +33,10 @@ type externalDriver struct {
 	command func(t *testing.T) (*exec.Cmd, error)
 }
 
-// TestDriverMatrix runs the scenario of every driver that is not written in Go, each as a program with the
-// TP_* environment, and fails with the program's output when it exits non-zero. A runtime or driver missing
-// from the machine fails the test: scripts/install-deps.sh installs them.
+// TestDriverMatrix runs the scenario of every driver that is not written in Go, in each pool mode, each as a
+// program with the TP_* environment, and fails with the program's output when it exits non-zero. A runtime or
+// driver missing from the machine fails the test: scripts/install-deps.sh installs them.
 func TestDriverMatrix(t *testing.T) {
-	dsnA, dsnB := fixtureDSNs(t)
-	tenantA, tenantB := fixtureTenants()
-	env := append(os.Environ(),
-		"TP_DSN_A="+dsnA, "TP_DSN_B="+dsnB,
-		"TP_TENANT_A="+tenantA, "TP_TENANT_B="+tenantB,
-		"TP_MODE="+fixtureMode(),
-	)
 	drivers := []externalDriver{
 		{name: "node-pg", command: nodeScenario("pg_scenario.js", "pg", "pg-copy-streams")},
 		{name: "postgresjs", command: nodeScenario("postgresjs_scenario.js", "postgres")},
@@ -52,15 +46,17 @@ func TestDriverMatrix(t *testing.T) {
 		{name: "psql", command: shellScenario("psql_scenario.sh", "PSQL", "psql")},
 		{name: "pgbench", command: shellScenario("pgbench_scenario.sh", "PGBENCH", "pgbench")},
 	}
-	for _, d := range drivers {
-		t.Run(d.name, func(t *testing.T) {
-			cmd, err := d.command(t)
-			if err != nil {
-				t.Fatalf("%s: %v\nrun scripts/install-deps.sh (as root) to install the driver matrix's runtimes", d.name, err)
-			}
-			runScenario(t, cmd, env)
-		})
-	}
+	forEachMode(t, func(t *testing.T, mode string) {
+		for _, d := range drivers {
+			t.Run(d.name, func(t *testing.T) {
+				cmd, err := d.command(t)
+				if err != nil {
+					t.Fatalf("%s: %v\nrun scripts/install-deps.sh (as root) to install the driver matrix's runtimes", d.name, err)
+				}
+				runScenario(t, cmd, startTarget(t, mode).env())
+			})
+		}
+	})
 }
 
 // runScenario runs cmd with env (followed by cmd.Env) and fails the test with its output unless it exits 0
@@ -128,7 +124,14 @@ func pythonScenario(file, module string) func(t *testing.T) (*exec.Cmd, error) {
 	}
 }
 
-// jdbcScenario compiles JdbcScenario.java against Debian's JDBC driver into a temporary directory.
+// jdbcClasses is JdbcScenario compiled once for the package's run, into scratch.
+var jdbcClasses struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// jdbcScenario compiles JdbcScenario.java against Debian's JDBC driver, once per run of the package.
 func jdbcScenario(t *testing.T) (*exec.Cmd, error) {
 	if _, err := os.Stat(jdbcJar); err != nil {
 		return nil, fmt.Errorf("no JDBC driver at %s (Debian package libpostgresql-jdbc-java)", jdbcJar)
@@ -141,12 +144,19 @@ func jdbcScenario(t *testing.T) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, errors.New("no java on PATH (a Java 17 JDK)")
 	}
-	classes := t.TempDir()
 	src := filepath.Join(scenarioDir(t, "java"), "JdbcScenario.java")
-	if out, err := exec.Command(javac, "-cp", jdbcJar, "-d", classes, src).CombinedOutput(); err != nil {
-		t.Fatalf("javac %s: %v\n%s", src, err, out)
+	jdbcClasses.once.Do(func() {
+		dir := filepath.Join(scratch, "jdbc")
+		if out, err := exec.Command(javac, "-cp", jdbcJar, "-d", dir, src).CombinedOutput(); err != nil {
+			jdbcClasses.err = fmt.Errorf("javac %s: %v\n%s", src, err, out)
+			return
+		}
+		jdbcClasses.dir = dir
+	})
+	if jdbcClasses.err != nil {
+		t.Fatal(jdbcClasses.err)
 	}
-	return exec.Command(java, "-cp", classes+string(os.PathListSeparator)+jdbcJar, "JdbcScenario"), nil
+	return exec.Command(java, "-cp", jdbcClasses.dir+string(os.PathListSeparator)+jdbcJar, "JdbcScenario"), nil
 }
 
 // shellScenario runs a bash script that finds its PostgreSQL client program in the variable envVar, set to

@@ -14,6 +14,11 @@ const DRIVER = 'postgresjs'
 
 class Failure extends Error {}
 
+// step prints the step the scenario starts, so that the output of a scenario that hangs shows where.
+function step (name) {
+  console.log(`step: ${name}`)
+}
+
 function check (cond, msg) {
   if (!cond) throw new Failure(msg)
 }
@@ -35,6 +40,17 @@ async function assertOwnTenant (sql, tenant) {
   check(seen.length === 1 && seen[0] === tenant, `tenant ${tenant} sees rows of tenants ${JSON.stringify(seen)}, want only its own`)
   const [{ n }] = await sql`SELECT count(*)::int AS n FROM employees WHERE tenant <> ${tenant}`
   check(n === 0, `tenant ${tenant} counts ${n} rows of other tenants`)
+}
+
+// withTimeout rejects with a Failure when promise does not settle within ms.
+async function withTimeout (promise, ms, msg) {
+  let timer
+  const timeout = new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Failure(msg)), ms) })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 async function countLike (sql, pattern) {
@@ -72,12 +88,14 @@ async function expectError (promise, sqlstate, what) {
 }
 
 async function scenario (a, b, tenantA, tenantB, markA, markB) {
+  step('connect and check the tenants')
   await assertOwnTenant(a, tenantA)
   await assertOwnTenant(b, tenantB)
 
   // CRUD with prepared statements, reused across interleaved transactions (sql.begin sends BEGIN and COMMIT).
   const idsA = []
   for (let round = 1; round <= 3; round++) {
+    step(`CRUD round ${round}`)
     await a.begin(async tx => {
       idsA.push(await createReadUpdate(tx, tenantA, `${markA}${round}`))
       await assertOwnTenant(tx, tenantA)
@@ -89,6 +107,7 @@ async function scenario (a, b, tenantA, tenantB, markA, markB) {
       await assertOwnTenant(tx, tenantB)
     })
   }
+  step('delete')
   check(await countLike(a, `${markA}%`) === 3, "tenant A's three rows are not all there")
   await a.begin(async tx => {
     for (const id of idsA) await deleteID(tx, id)
@@ -96,12 +115,14 @@ async function scenario (a, b, tenantA, tenantB, markA, markB) {
   check(await countLike(a, `${markA}%`) === 0, "tenant A's rows survived their delete")
 
   // An error inside a transaction rejects; sql.begin sends ROLLBACK; the connection goes on.
+  step('error in a transaction')
   await expectError(a.begin(async tx => {
     await tx`SELECT 1 / ${0}::int`
   }), '22012', 'SELECT 1/0 in a transaction')
   await assertOwnTenant(a, tenantA)
 
   // A cancel with query.cancel(): SQLSTATE 57014 within 5 s, and the connection goes on.
+  step('cancel')
   const start = Date.now()
   const sleep = a`SELECT pg_sleep(10)`.execute()
   setTimeout(() => sleep.cancel(), 300)
@@ -111,18 +132,24 @@ async function scenario (a, b, tenantA, tenantB, markA, markB) {
   await assertOwnTenant(a, tenantA)
 
   // COPY in and out as streams.
+  step('COPY FROM STDIN')
   const copied = 50
   const lines = []
   for (let i = 0; i < copied; i++) lines.push(`${markA}copy-${i}\tcopy${i}@example.com\n`)
-  await pipeline(Readable.from(lines), await a`COPY employees (name, email) FROM STDIN`.writable())
+  // postgres.js does not fail the stream when the server fails the COPY (it never calls back its final), so
+  // an error such as a late cancel would hang the scenario: bound the wait.
+  await withTimeout(pipeline(Readable.from(lines), await a`COPY employees (name, email) FROM STDIN`.writable()),
+    10000, 'COPY FROM STDIN did not complete in 10 s (a server error during COPY leaves the postgres.js stream hanging)')
   check(await countLike(a, `${markA}copy-%`) === copied, 'copied rows not all there')
   check(await countLike(b, `${markA}%`) === 0, `tenant ${tenantB} sees rows copied by ${tenantA}`)
+  step('COPY TO STDOUT')
   let out = ''
   const readable = await a.unsafe(`COPY (SELECT name, tenant FROM employees WHERE name LIKE '${markA}copy-%') TO STDOUT`).readable()
   for await (const chunk of readable) out += chunk
   const rows = out.split('\n').filter(Boolean)
   check(rows.length === copied, `COPY TO STDOUT: ${rows.length} rows, want ${copied}`)
   check(rows.every(r => r.split('\t')[1] === tenantA), "COPY TO STDOUT returned another tenant's rows")
+  step('delete the copied rows')
   await assertOwnTenant(a, tenantA)
   const del = await a`DELETE FROM employees WHERE name LIKE ${markA + '%'}`
   check(del.count === copied, `delete copied rows: ${del.count}, want ${copied}`)
@@ -155,6 +182,7 @@ async function main () {
   try {
     await scenario(a, b, tenantA, tenantB, markA, markB)
   } finally {
+    step('cleanup')
     await cleanup(a, markA)
     await cleanup(b, markB)
   }
