@@ -330,6 +330,8 @@ func (e *Engine) cancelBackend(b *backend) {
 				e.pool.put(b)
 			case b.state == beReset:
 				e.continueReset(b) // it waited for the cancel before rolling back
+			case b.client != nil:
+				b.client.resumeReading() // its next messages waited for the cancel
 			}
 		})
 	}()

@@ -176,7 +176,7 @@ func (s *Session) flushAll() {
 		return
 	}
 	// Stop reading while blocked or while the backend cannot take more: memory stays bounded.
-	blocked := s.state == stWaiting || s.stalled || (s.be != nil && s.be.c.pending() >= highWater)
+	blocked := s.state == stWaiting || s.stalled || s.cancelInFlight() || (s.be != nil && s.be.c.pending() >= highWater)
 	s.pauseReading(blocked && len(s.in) > 0)
 }
 
@@ -192,14 +192,16 @@ func (s *Session) pauseReading(p bool) {
 	}
 }
 
+// cancelInFlight reports whether a cancel request for the session's backend has not completed yet. The
+// client's next messages wait for it: the server may signal the backend late (PostgreSQL 15 signals it
+// twice), and would cancel the next statement instead of the one meant.
+func (s *Session) cancelInFlight() bool { return s.be != nil && s.be.cancels > 0 }
+
 // resumeReading is called when the backend has drained its output.
 func (s *Session) resumeReading() {
 	if s.state != stClosed && s.state != stWaiting && !s.stalled {
 		s.consumeIn()
-		s.flushAll()
-		if s.state != stClosed {
-			s.pauseReading(false)
-		}
+		s.flushAll() // reading resumes unless the session is still blocked
 	}
 }
 
@@ -207,7 +209,7 @@ func (s *Session) resumeReading() {
 func (s *Session) process(data []byte) int {
 	off := 0
 	max := s.e.cfg.MaxMessageSize
-	for s.state != stClosed && s.state != stWaiting && !s.stalled {
+	for s.state != stClosed && s.state != stWaiting && !s.stalled && !s.cancelInFlight() {
 		if len(data)-off < 5 {
 			s.need = 5
 			return off
