@@ -97,6 +97,7 @@ const (
 	reasonRemote   = "it connects to other servers"
 	reasonFiles    = "it reads or writes files on the database server"
 	reasonServer   = "it controls the database server, which all tenants share"
+	reasonLargeObj = "large objects belong to the whole database, outside every tenant's schema"
 )
 
 // funcRules are the functions the guard refuses or reports, by lower-case name.
@@ -117,6 +118,17 @@ var funcRules = map[string]funcRule{
 	"schema_to_xml_and_xmlschema":    {funcRefused, reasonExport},
 	"lo_import":                      {funcRefused, reasonFiles},
 	"lo_export":                      {funcRefused, reasonFiles},
+	"lo_create":                      {funcRefused, reasonLargeObj},
+	"lo_creat":                       {funcRefused, reasonLargeObj},
+	"lo_from_bytea":                  {funcRefused, reasonLargeObj},
+	"lo_open":                        {funcRefused, reasonLargeObj},
+	"lo_put":                         {funcRefused, reasonLargeObj},
+	"lo_get":                         {funcRefused, reasonLargeObj},
+	"lo_unlink":                      {funcRefused, reasonLargeObj},
+	"lo_truncate":                    {funcRefused, reasonLargeObj},
+	"lo_truncate64":                  {funcRefused, reasonLargeObj},
+	"lowrite":                        {funcRefused, reasonLargeObj},
+	"loread":                         {funcRefused, reasonLargeObj},
 	"pg_stat_file":                   {funcRefused, reasonFiles},
 	"pg_logdir_ls":                   {funcRefused, reasonFiles},
 	"pg_current_logfile":             {funcRefused, reasonFiles},

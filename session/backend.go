@@ -374,10 +374,10 @@ func (b *backend) onReady() {
 		if len(s.pendingSets) > 0 && b.status == txIdle {
 			if !b.rolledBack {
 				s.applySets(s.pendingSets)
-				b.settingsSQL = s.settingsSQL
 			}
 			s.pendingSets = s.pendingSets[:0]
 		}
+		b.settingsSQL = s.settingsSQL
 	}
 	b.rolledBack = false
 	b.pop()
@@ -406,6 +406,8 @@ func (b *backend) onError() {
 			s.c.queue(appendError(nil, "ERROR", h.code, h.msg))
 		}
 	case h.quiet:
+	case h.verify:
+		b.verifyNext = true // interrupted (a late cancel signal): check again when next idle
 	case h.replay:
 		// The statement no longer parses on this backend (the schema changed since): the client learns
 		// why, in place of its Bind or Describe, which the server now skips.

@@ -135,6 +135,14 @@ func (pg *PolicyGuard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict
 				st.Values = []string{e.Value}
 			}
 			v.Sets = append(v.Sets, st)
+		case policy.EffectCommit:
+			if e.Chain {
+				v.Sets = append(v.Sets, Setting{Savepoint: CommitChain})
+			}
+		case policy.EffectRollback:
+			if e.Chain {
+				v.Sets = append(v.Sets, Setting{Savepoint: RollbackChain})
+			}
 		case policy.EffectSavepoint:
 			v.Sets = append(v.Sets, Setting{Name: e.Name, Savepoint: SavepointDefine})
 		case policy.EffectRelease:

@@ -588,7 +588,7 @@ func (s *Session) applyContext(b *backend) {
 // onBackendIdle runs when every reply the backend owed has arrived.
 func (s *Session) onBackendIdle() {
 	b := s.be
-	if b.verifyNext && !s.unsynced && b.status != txFailed {
+	if b.verifyNext && !s.unsynced && b.status != txFailed && b.cancels == 0 {
 		if s.tenant.VerifySQL == "" {
 			b.verifyNext = false
 		} else {
@@ -710,8 +710,16 @@ func (s *Session) resetSettings() {
 // transaction: ROLLBACK TO drops the SETs made since its savepoint, RELEASE forgets the savepoint.
 func (s *Session) addPending(sets []Setting) {
 	for _, st := range sets {
-		if st.Savepoint == NoSavepoint || st.Savepoint == SavepointDefine {
+		switch st.Savepoint {
+		case NoSavepoint, SavepointDefine:
 			s.pendingSets = append(s.pendingSets, st)
+			continue
+		case CommitChain:
+			s.applySets(s.pendingSets)
+			s.pendingSets = s.pendingSets[:0]
+			continue
+		case RollbackChain:
+			s.pendingSets = s.pendingSets[:0]
 			continue
 		}
 		i := len(s.pendingSets) - 1

@@ -99,6 +99,10 @@ const (
 	SavepointDefine
 	SavepointRelease
 	SavepointRollback
+	// CommitChain is COMMIT AND CHAIN: the SETs so far are committed though a transaction goes on.
+	CommitChain
+	// RollbackChain is ROLLBACK AND CHAIN: the SETs so far are undone though a transaction goes on.
+	RollbackChain
 )
 
 // Verdict is what the statement guard decided about one Query or Parse message.
