@@ -263,16 +263,16 @@ func (s *Session) lookupStmt(name string) *stmt {
 
 // bind handles Bind, rewriting a named statement to its server name.
 func (s *Session) bind(msg []byte) bool {
-	if !s.ensureLease() {
-		return false
-	}
-	s.unsynced = true
 	portal, rest, ok := cstringView(msg[5:])
 	name, tail, ok2 := cstringView(rest)
 	if !ok || !ok2 {
 		s.fatal("08P01", "tenantproxy: malformed Bind message")
 		return true
 	}
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
 	b := s.be
 	st := s.lookupStmt(name)
 	if st == nil {
@@ -306,20 +306,19 @@ func (s *Session) bind(msg []byte) bool {
 
 // describe handles Describe of a statement or a portal.
 func (s *Session) describe(msg []byte) bool {
-	if !s.ensureLease() {
-		return false
-	}
-	s.unsynced = true
 	body := msg[5:]
-	if len(body) < 2 || (body[0] != 'S' && body[0] != 'P') {
-		s.fatal("08P01", "tenantproxy: malformed Describe message")
-		return true
+	name, _, ok := "", []byte(nil), len(body) >= 2 && (body[0] == 'S' || body[0] == 'P')
+	if ok {
+		name, _, ok = cstringView(body[1:])
 	}
-	name, _, ok := cstringView(body[1:])
 	if !ok {
 		s.fatal("08P01", "tenantproxy: malformed Describe message")
 		return true
 	}
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
 	b := s.be
 	if body[0] == 'P' {
 		if st := s.portals[name]; st != nil && st.emul != EmulateNone {
@@ -354,15 +353,15 @@ func (s *Session) describe(msg []byte) bool {
 // execute handles Execute: a portal of an emulated statement is answered by the relay, a portal of a
 // SET has its settings tracked once the server completes it.
 func (s *Session) execute(msg []byte) bool {
-	if !s.ensureLease() {
-		return false
-	}
-	s.unsynced = true
 	portal, _, ok := cstringView(msg[5:])
 	if !ok {
 		s.fatal("08P01", "tenantproxy: malformed Execute message")
 		return true
 	}
+	if !s.ensureLease() {
+		return false
+	}
+	s.unsynced = true
 	o := op{kind: opExecute}
 	if st := s.portals[portal]; st != nil {
 		if st.emul != EmulateNone {
