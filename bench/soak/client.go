@@ -188,7 +188,9 @@ func (c *client) fail() {
 				return terr
 			}
 			_, err = tx.Exec(ctx, "SELECT 1/0")
-			tx.Rollback(ctx)
+			if rerr := tx.Rollback(ctx); rerr != nil && sqlstate(err) == "22012" {
+				return rerr
+			}
 		}
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "22012" {

@@ -231,9 +231,10 @@ func (fl *faults) run(ctx context.Context, killEvery, restartAt time.Duration) {
 			err := fl.f.cluster.Exec(kctx, database, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 				WHERE usename = 'tenantproxy_pool' AND backend_type = 'client backend' ORDER BY random() LIMIT 1`)
 			cancel()
-			if err == nil {
+			switch {
+			case err == nil:
 				fl.kills++
-			} else {
+			case ctx.Err() == nil:
 				fmt.Printf("  soak: terminate a backend: %v\n", err)
 			}
 		case <-restart:
