@@ -2,7 +2,10 @@ package reliability
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,10 +151,18 @@ func (l *load) transaction(ctx context.Context, conn *pgx.Conn, tenant string) (
 	return id, cross, nil
 }
 
+// eofMidMessage is the outcome recorded for a connection that ended without an error message: what a
+// client sees when its backend dies in the middle of a message, directly or through the proxy.
+const eofMidMessage = "unexpected EOF"
+
 // failed records an error and pauses briefly, as a client's retry loop would.
 func (l *load) failed(what string, err error, hung bool) {
 	code := sqlstate(err)
-	if code == "" {
+	switch {
+	case code != "":
+	case errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "unexpected EOF"):
+		code = eofMidMessage
+	default:
 		code = "none"
 	}
 	l.mu.Lock()
