@@ -102,6 +102,7 @@ type backend struct {
 	needReset  bool // session state may survive: reset before the next tenant
 	verifyNext bool // run the tripwire's identity check when the backend is next idle
 	rolledBack bool // the last CommandComplete before ReadyForQuery was a ROLLBACK
+	skipping   bool // after an extended-protocol error the server discards everything until a Sync
 }
 
 const (
@@ -113,6 +114,11 @@ const (
 func (b *backend) opsEmpty() bool { return b.head == len(b.ops) }
 
 func (b *backend) push(o op) {
+	if o.kind == opSync {
+		b.skipping = false
+	} else if b.skipping {
+		return // the server discards the request, and sends nothing for it
+	}
 	if b.head == len(b.ops) {
 		b.ops, b.head = b.ops[:0], 0
 		b.busySince = b.e.l.now
@@ -443,6 +449,10 @@ func (b *backend) onError() {
 		}
 		b.ops[b.head] = op{}
 		b.head++
+	}
+	if b.head == len(b.ops) {
+		// No Sync is on its way: the server now discards what the client sends until one comes.
+		b.skipping = true
 	}
 }
 

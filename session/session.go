@@ -240,6 +240,11 @@ func (s *Session) process(data []byte) int {
 // backend, or for in-flight replies); the message then stays buffered.
 func (s *Session) handle(t byte, msg []byte) bool {
 	body := msg[5:]
+	if s.be != nil && s.be.skipping && t != msgSync && t != msgTerminate {
+		// After an error in an extended-protocol batch PostgreSQL discards every message until Sync,
+		// simple Queries included; so does the relay, before any of it reaches the server.
+		return true
+	}
 	switch t {
 	case msgTerminate:
 		s.closeReason = "client terminated"
