@@ -11,8 +11,8 @@ FUZZTIME  ?= 10s
 build:
 	$(GO) build -o bin/tenantproxy ./cmd/tenantproxy
 
-demo:
-	$(GO) run ./cmd/tenantproxy demo --config config.toml
+demo: build
+	./bin/tenantproxy demo --config config.toml
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-deps.sh; else echo "make deps: not root; assuming the test dependencies are installed (see scripts/install-deps.sh)"; fi
