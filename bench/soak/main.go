@@ -17,6 +17,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type options struct {
 	restartAt, reportEvery time.Duration
 	mode, logLevel         string
 	seed                   uint64
+	memProfile             string
 }
 
 func parseFlags() options {
@@ -49,6 +51,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.reportEvery, "report-every", 30*time.Second, "print a progress line this often")
 	flag.StringVar(&o.logLevel, "log-level", "error", "the proxy's log level (debug, info, warn, error)")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the clients' random choices")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile to this file at the end, with no client connected")
 	flag.Parse()
 	if o.pool == 0 {
 		o.pool = 20
@@ -124,6 +127,11 @@ func run() int {
 		time.Sleep(100 * time.Millisecond)
 	}
 	endRSS, endG, endHeap := sample()
+	if o.memProfile != "" {
+		if err := writeHeapProfile(o.memProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "soak: -memprofile:", err)
+		}
+	}
 	lost, acked, verr := verifyWrites(f, st)
 
 	st.mu.Lock()
@@ -165,6 +173,19 @@ func sample() (rss int64, goroutines int, heap uint64) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return rssBytes(), runtime.NumGoroutine(), ms.HeapInuse
+}
+
+// writeHeapProfile writes the live heap to path (go tool pprof -sample_index=inuse_space).
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // progress prints a line every interval until ctx ends, and returns the peak RSS and goroutine count.

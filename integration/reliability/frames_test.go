@@ -69,7 +69,7 @@ func runFrames(t testing.TB, p *proxytest.Proxy, data []byte) {
 	stream, err := io.ReadAll(conn)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the proxy did not close the session within 10 s of the client's Terminate and end of input (input %q)", printable(data))
+		t.Fatalf("the proxy did not close the session within 10 s of the client's Terminate and end of input (input %s)", printable(data))
 	}
 	checkFraming(t, stream, data)
 	var user, tenant string
@@ -80,7 +80,7 @@ func runFrames(t testing.TB, p *proxytest.Proxy, data []byte) {
 	defer conn2.Close(context.Background())
 	err = conn2.QueryRow(ctx, "SELECT current_user, current_setting('tenantproxy.tenant')", pgx.QueryExecModeSimpleProtocol).Scan(&user, &tenant)
 	if err != nil || user != "tenant_globex" || tenant != "globex" {
-		t.Fatalf("next client: %q %q %v; want tenant_globex in tenant globex (input %q)", user, tenant, err, printable(data))
+		t.Fatalf("next client: %q %q %v; want tenant_globex in tenant globex (input %s)", user, tenant, err, printable(data))
 	}
 }
 
@@ -93,7 +93,7 @@ func checkFraming(t testing.TB, stream, input []byte) {
 		typ := stream[off]
 		length := int(binary.BigEndian.Uint32(stream[off+1:]))
 		if length < 4 {
-			t.Fatalf("message %q at byte %d has length %d: the stream lost its framing (input %q)", typ, off, length, printable(input))
+			t.Fatalf("message %q at byte %d has length %d: the stream lost its framing (input %s)", typ, off, length, printable(input))
 		}
 		end := off + 1 + length
 		if end > len(stream) {
@@ -115,7 +115,7 @@ func checkFraming(t testing.TB, stream, input []byte) {
 				f = f[i+1:]
 			}
 			if len(code) != 5 {
-				t.Fatalf("error at byte %d without a SQLSTATE: %q (input %q)", off, printable(stream[off:end]), printable(input))
+				t.Fatalf("error at byte %d without a SQLSTATE: %s (input %s)", off, printable(stream[off:end]), printable(input))
 			}
 		}
 		off = end

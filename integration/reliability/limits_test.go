@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -290,21 +289,4 @@ func TestMalformedMessagesAreRefused(t *testing.T) {
 		}
 		checkClean(t, p)
 	})
-}
-
-// summary formats a count map in key order.
-func summary(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s: %d", k, m[k])
-	}
-	return b.String()
 }

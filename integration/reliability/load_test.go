@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -240,4 +241,21 @@ func (l *load) finish(t *testing.T, allowed ...string) {
 			t.Errorf("%s: %d of %d acknowledged inserts lost", tenant, len(ids)-n, len(ids))
 		}
 	}
+}
+
+// summary formats a count map in key order.
+func summary(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s: %d", k, m[k])
+	}
+	return b.String()
 }

@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"bytes"
 	"context"
 	"strconv"
 	"syscall"
@@ -353,7 +354,7 @@ func TestBackendKilledMidMessageLeavesNoCorruptStream(t *testing.T) {
 		end := off + 1 + length
 		if end > len(stream) {
 			types = append(types, string(typ)+" (truncated)")
-			if indexOf(stream[off:], "tenantproxy") >= 0 {
+			if bytes.Contains(stream[off:], []byte("tenantproxy")) {
 				// The row is 'x's: what follows the last of them is not the server's.
 				k := off + 5
 				for k < len(stream) && (stream[k] == 'x' || k < off+11) {
@@ -371,16 +372,6 @@ func TestBackendKilledMidMessageLeavesNoCorruptStream(t *testing.T) {
 	waitServerUp(t)
 	checkClean(t, p)
 	leaks()
-}
-
-// indexOf returns the index of the first occurrence of s in b, or -1.
-func indexOf(b []byte, s string) int {
-	for i := 0; i+len(s) <= len(b); i++ {
-		if string(b[i:i+len(s)]) == s {
-			return i
-		}
-	}
-	return -1
 }
 
 // printable shows bytes with control characters escaped, shortened to 200 bytes.
