@@ -14,8 +14,9 @@ import (
 //
 // Simple-protocol clients inline their values, so every text differs and a cache by text would never hit
 // (pgbench -M simple, ORMs without bind parameters). PolicyGuard therefore also remembers, by the text with
-// its constants replaced (PostgreSQL's own normalization through policy.Normalize, about a microsecond), the single DML or SELECT
-// statements the guard allowed with no effect at all. Only constants differ between such texts, and the
+// its constants replaced, the single DML or SELECT statements the guard allowed with no effect at all: by
+// shapeKey, a narrow scanner that answers only where its tokens are certainly PostgreSQL's (a few tens of
+// nanoseconds), else by PostgreSQL's own normalization (policy.Normalize, over a microsecond). Only constants differ between such texts, and the
 // guard's verdict on a plain statement depends on its structure, functions and names, never on constant
 // values; statements whose verdict may depend on values (SET, COPY, utility statements, anything with an
 // effect or a refusal) are never remembered this way.
@@ -27,33 +28,38 @@ type PolicyGuard struct {
 // NewPolicyGuard returns a PolicyGuard over g.
 func NewPolicyGuard(g *policy.Guard) *PolicyGuard { return &PolicyGuard{G: g} }
 
-// plainCache holds normalized texts of allowed plain statements, per profile.
+// plainCache holds the shapes (shapeKey) and, for texts shapeKey declines, the normalized texts of allowed
+// plain statements, per profile.
 type plainCache struct {
-	mu sync.RWMutex
-	m  map[plainKey]struct{}
-}
-
-type plainKey struct {
-	profile policy.Profile
-	text    string
+	mu     sync.RWMutex
+	shapes [3]map[string]struct{}
+	norms  [3]map[string]struct{}
 }
 
 const plainCacheMax = 20000
 
-func (c *plainCache) has(k plainKey) bool {
+func (c *plainCache) has(p policy.Profile, shape bool, key []byte) bool {
 	c.mu.RLock()
-	_, ok := c.m[k]
-	c.mu.RUnlock()
+	defer c.mu.RUnlock()
+	m := c.norms[p]
+	if shape {
+		m = c.shapes[p]
+	}
+	_, ok := m[string(key)]
 	return ok
 }
 
-func (c *plainCache) add(k plainKey) {
+func (c *plainCache) add(p policy.Profile, shape bool, key []byte) {
 	c.mu.Lock()
-	if c.m == nil || len(c.m) >= plainCacheMax {
-		c.m = make(map[plainKey]struct{}, 1024)
+	defer c.mu.Unlock()
+	m := &c.norms[p]
+	if shape {
+		m = &c.shapes[p]
 	}
-	c.m[k] = struct{}{}
-	c.mu.Unlock()
+	if *m == nil || len(*m) >= plainCacheMax {
+		*m = make(map[string]struct{}, 1024)
+	}
+	(*m)[string(key)] = struct{}{}
 }
 
 // plainPrefix reports whether sql starts with a key word of a plain DML or query statement.
@@ -95,13 +101,17 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 		}
 		return pg.verdict(sql, a, t)
 	}
-	var key plainKey
-	if !parse && plainPrefix(sql) {
-		if norm, err := policy.Normalize(sql); err == nil {
-			key = plainKey{profile: p, text: norm}
-			if pg.plain.has(key) {
-				return Verdict{}
-			}
+	var keyBuf [256]byte
+	var key []byte
+	shape := false
+	if !parse && plainPrefix(sql) && int(p) < len(pg.plain.shapes) {
+		if k, ok := shapeKey(keyBuf[:0], sql); ok {
+			key, shape = k, true
+		} else if norm, err := policy.Normalize(sql); err == nil {
+			key = []byte(norm)
+		}
+		if key != nil && pg.plain.has(p, shape, key) {
+			return Verdict{}
 		}
 	}
 	var a policy.Analysis
@@ -110,8 +120,8 @@ func (pg *PolicyGuard) Check(sql string, profile string, t *Tenant, parse bool) 
 	} else {
 		a = pg.G.Check(sql, p, t.AllowedSchemas)
 	}
-	if !a.Refused && len(a.Effects) == 0 && key.text != "" && a.Statements == 1 {
-		pg.plain.add(key)
+	if !a.Refused && len(a.Effects) == 0 && key != nil && a.Statements == 1 {
+		pg.plain.add(p, shape, key)
 	}
 	return pg.verdict(sql, a, t)
 }
