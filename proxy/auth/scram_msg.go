@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -207,7 +208,7 @@ func parseClientFinal(msg []byte) (clientFinal, *Error) {
 		if !p.done() {
 			return m, malformed("Garbage found at the end of client-final-message.")
 		}
-		proof, decErr := base64.StdEncoding.Strict().DecodeString(v)
+		proof, decErr := decodeBase64(v)
 		if decErr != nil || len(proof) != keyLen {
 			return m, malformed("Malformed proof in client-final-message.")
 		}
@@ -253,4 +254,13 @@ func sanitizeStr(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// decodeBase64 decodes standard base64 strictly: Go's decoder skips carriage returns and line feeds,
+// which would let two different texts stand for the same value; they are refused here.
+func decodeBase64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("base64 text contains a line break")
+	}
+	return base64.StdEncoding.Strict().DecodeString(s)
 }

@@ -128,7 +128,7 @@ func parseSCRAMVerifier(s string) (Secret, error) {
 	if err != nil || iter <= 0 || strconv.FormatInt(iter, 10) != iterText {
 		return bad("iteration count %q is not a positive decimal integer", iterText)
 	}
-	salt, err := base64.StdEncoding.Strict().DecodeString(saltText)
+	salt, err := decodeBase64(saltText)
 	if err != nil || len(salt) == 0 {
 		return bad("salt %q is not non-empty base64", saltText)
 	}
@@ -141,7 +141,7 @@ func parseSCRAMVerifier(s string) (Secret, error) {
 		name, text string
 		dst        *[keyLen]byte
 	}{{"StoredKey", storedText, &sec.keys.storedKey}, {"ServerKey", serverText, &sec.keys.serverKey}} {
-		b, err := base64.StdEncoding.Strict().DecodeString(k.text)
+		b, err := decodeBase64(k.text)
 		if err != nil || len(b) != keyLen {
 			return bad("%s is not base64 of %d bytes", k.name, keyLen)
 		}
