@@ -3,11 +3,8 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/tenantproxy/tenantproxy/integration/proxytest"
 )
@@ -18,26 +15,5 @@ import (
 var fx *proxytest.Fixture
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-// runTests starts the shared fixture, runs the tests, stops the cluster and then checks that no goroutine
-// outlived its test: every proxy a test starts is shut down by the test's cleanup, so its relay loop,
-// dialers and TLS bridges must be gone by now.
-func runTests(m *testing.M) int {
-	f, err := proxytest.StartFixture()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "integration: start the fixture: %v\n", err)
-		return 1
-	}
-	fx = f
-	code := m.Run()
-	f.Cluster.Stop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "integration: leaked goroutines: %v\n", err)
-			return 1
-		}
-	}
-	return code
+	os.Exit(proxytest.RunTests(m, "integration", func(f *proxytest.Fixture) { fx = f }))
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -226,3 +228,25 @@ func (p *Proxy) URL(user, tenant string) string {
 
 // TenantURL returns the URL of the app user bound to tenant.
 func (p *Proxy) TenantURL(tenant string) string { return p.URL(p.F.UserOf(tenant), tenant) }
+
+// RunTests is a package's TestMain body: it starts a fixture of tenantNames, hands it to use, runs the
+// tests, stops the cluster and, when they passed, checks that no goroutine outlived them — every proxy a
+// test starts is shut down by its cleanup, so relay loops, dialers and TLS bridges must be gone. pkg
+// names the package in messages. It returns the exit code.
+func RunTests(m *testing.M, pkg string, use func(*Fixture), tenantNames ...string) int {
+	f, err := StartFixture(tenantNames...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: start the fixture: %v\n", pkg, err)
+		return 1
+	}
+	use(f)
+	code := m.Run()
+	f.Cluster.Stop()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: leaked goroutines: %v\n", pkg, err)
+			return 1
+		}
+	}
+	return code
+}

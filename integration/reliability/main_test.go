@@ -1,11 +1,8 @@
 package reliability
 
 import (
-	"fmt"
 	"os"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/tenantproxy/tenantproxy/integration/proxytest"
 )
@@ -15,25 +12,5 @@ import (
 var fx *proxytest.Fixture
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
-}
-
-// runTests starts the shared fixture, runs the tests and, when they passed, checks that no goroutine
-// outlived the proxies the tests started.
-func runTests(m *testing.M) int {
-	f, err := proxytest.StartFixture()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "reliability: start the fixture: %v\n", err)
-		return 1
-	}
-	fx = f
-	code := m.Run()
-	f.Cluster.Stop()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "reliability: leaked goroutines: %v\n", err)
-			return 1
-		}
-	}
-	return code
+	os.Exit(proxytest.RunTests(m, "reliability", func(f *proxytest.Fixture) { fx = f }))
 }
