@@ -189,14 +189,16 @@ func epollWait(epfd int, events []syscall.EpollEvent, msec int) (int, error) {
 	return int(r), nil
 }
 
-// rawRead reads from a non-blocking fd without the scheduler's system-call bookkeeping: it never blocks.
+// rawRead reads from a non-blocking socket without the scheduler's system-call bookkeeping: it never
+// blocks. recvfrom rather than read goes straight to the socket layer, skipping the file layer's checks.
 func rawRead(fd int, p []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 	return int(r), e
 }
 
-// rawWrite writes to a non-blocking fd; see rawRead.
+// rawWrite writes to a non-blocking socket; see rawRead. MSG_NOSIGNAL: a peer gone is an EPIPE, never a
+// SIGPIPE.
 func rawWrite(fd int, p []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
 	return int(r), e
 }

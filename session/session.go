@@ -107,6 +107,13 @@ func (s *Session) handleEvent(ev uint32) {
 	if s.paused && ev&evErr == 0 {
 		return
 	}
+	if ev&evErr == 0 && len(s.in) > 0 && s.blocked() {
+		// More bytes while the buffered ones cannot move: leave them in the kernel until the session is
+		// unblocked. Pausing only now, not whenever a session blocks, spares two epoll_ctl calls for
+		// every transaction that queues for a backend.
+		s.pauseReading(true)
+		return
+	}
 	l := s.e.l
 	if len(s.in) == 0 {
 		n, err := s.c.read(l.rbuf)
@@ -175,9 +182,17 @@ func (s *Session) flushAll() {
 		s.gone("write to client: " + s.c.err.Error())
 		return
 	}
-	// Stop reading while blocked or while the backend cannot take more: memory stays bounded.
-	blocked := s.state == stWaiting || s.stalled || s.cancelInFlight() || (s.be != nil && s.be.c.pending() >= highWater)
-	s.pauseReading(blocked && len(s.in) > 0)
+	// Reading stops (in handleEvent) when more bytes arrive while blocked with some already buffered:
+	// memory stays bounded. It resumes here once the session can move again.
+	if s.paused && !s.blocked() {
+		s.pauseReading(false)
+	}
+}
+
+// blocked reports whether buffered client bytes cannot be handled now: the session waits for a backend,
+// for its replies to drain, for a cancel, or for the backend to take what is queued.
+func (s *Session) blocked() bool {
+	return s.state == stWaiting || s.stalled || s.cancelInFlight() || (s.be != nil && s.be.c.pending() >= highWater)
 }
 
 func (s *Session) pauseReading(p bool) {
