@@ -96,6 +96,9 @@ type Listen struct {
 	StartupTimeout Duration `toml:"startup_timeout"`
 	// MaxMessageSize caps one protocol message from a client, in bytes.
 	MaxMessageSize int `toml:"max_message_size"`
+	// RelayThreads is how many OS threads relay messages, each with its own share of clients and
+	// backends under the one pool_size; 0 means one per core, at most 4 and at most pool_size/4.
+	RelayThreads int `toml:"relay_threads"`
 }
 
 // Backend is the shared PostgreSQL server and the pool role every backend connection logs in as.
@@ -335,6 +338,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen.TLSMode == TLSRequire && c.Listen.TLSCertFile == "" {
 		bad("[listen] tls_mode", "\"require\" needs tls_cert_file and tls_key_file")
+	}
+	if c.Listen.RelayThreads < 0 || c.Listen.RelayThreads > 64 {
+		bad("[listen] relay_threads", "must be 0 (auto) to 64, got %d", c.Listen.RelayThreads)
 	}
 	if c.Listen.MaxMessageSize < 1024 {
 		bad("[listen] max_message_size", "must be at least 1024 bytes, got %d", c.Listen.MaxMessageSize)

@@ -37,6 +37,11 @@ type Engine struct {
 	closeOnce   sync.Once
 	started     atomic.Bool
 
+	// Set when the Engine is one shard of a Group (see group.go); nil for a standalone Engine.
+	g       *Group
+	shard   int
+	starved atomic.Bool // sessions wait and the Group's backend budget is spent
+
 	// Owned by the loop.
 	tenants      map[string]*Tenant
 	counters     map[string]*tenantCounters
@@ -124,7 +129,9 @@ func (e *Engine) Start() {
 		defer e.wg.Done()
 		e.l.run(250 * time.Millisecond)
 	}()
-	e.l.post(func() { e.warm() })
+	if e.shard == 0 {
+		e.l.post(func() { e.warm() }) // the other shards of a Group learn the server's parameters from it
+	}
 }
 
 // warm opens a backend when none is open or opening, so the server's parameters become known.
@@ -145,6 +152,12 @@ func (e *Engine) failStarting(code, msg string) {
 			s.fatal(code, msg)
 		}
 	}
+}
+
+// ownsPID reports whether a cancel key with this pid is routed to this Engine: a Group sends a cancel
+// to the shard numbered pid modulo the number of shards.
+func (e *Engine) ownsPID(pid uint32) bool {
+	return e.g == nil || int(pid%uint32(len(e.g.shards))) == e.shard
 }
 
 // Clients reports how many clients are attached; safe from any goroutine.
@@ -209,7 +222,7 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	}
 	for {
 		e.nextPID++
-		if e.sessions[e.nextPID] == nil && e.nextPID != 0 {
+		if e.sessions[e.nextPID] == nil && e.nextPID != 0 && e.ownsPID(e.nextPID) {
 			break
 		}
 	}
@@ -240,6 +253,11 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	if e.closing || e.draining {
 		s.fatal("57P01", "tenantproxy: the proxy is shutting down")
 		return
+	}
+	if e.serverParams == nil && e.g != nil {
+		if p := e.g.serverParams(); p != nil {
+			e.setServerParams(p)
+		}
 	}
 	if e.serverParams == nil {
 		e.starting = append(e.starting, s)
@@ -274,6 +292,9 @@ func (s *Session) sendStartup() {
 }
 
 func (e *Engine) setServerParams(p map[string]string) {
+	if e.g != nil {
+		e.g.shareServerParams(e.shard, p)
+	}
 	e.serverParams = make(map[string]string, len(p))
 	for k, v := range p {
 		switch k {
@@ -399,6 +420,7 @@ func (e *Engine) backendClosed(b *backend, reason string) {
 	}
 	b.state = beClosed
 	e.pool.open--
+	e.unreserve()
 	e.m.BackendClose.WithLabelValues(closeReasonLabel(reason)).Inc()
 	e.log.Debug("backend closed", zap.Uint32("backend_pid", b.pid), zap.String("reason", reason))
 	e.pool.maybeDial()
@@ -406,7 +428,7 @@ func (e *Engine) backendClosed(b *backend, reason string) {
 
 func closeReasonLabel(reason string) string {
 	switch reason {
-	case "setup failed", "idle_timeout or max_lifetime", "max_lifetime", "shutdown", "tripwire":
+	case "setup failed", "idle_timeout or max_lifetime", "max_lifetime", "shutdown", "tripwire", "rebalance":
 		return reason
 	}
 	return "error"
@@ -467,10 +489,10 @@ func (e *Engine) tick() {
 			e.warm()
 		}
 	}
-	idle := len(e.pool.idle)
-	e.m.Backends.WithLabelValues("idle").Set(float64(idle))
-	e.m.Backends.WithLabelValues("active").Set(float64(e.pool.open - idle))
-	e.m.Backends.WithLabelValues("dialing").Set(float64(e.pool.dialing))
+	e.publishBackends()
+	if e.starved.Load() && e.pool.waiting > 0 {
+		e.g.shed(e.shard) // sessions waited a tick: ask the other shards for their idle backends
+	}
 	if qt := e.cfg.QueryTimeout; qt > 0 {
 		var stuck []*backend
 		for _, s := range e.sessions {

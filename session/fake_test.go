@@ -56,6 +56,8 @@ type fakeServer struct {
 	log        []string // "pid|message" in arrival order
 	cancels    []cancelCall
 	dials      int
+	live       int           // backends connected now
+	maxLive    int           // the most connected at once
 	dialGate   chan struct{} // when set, Dial waits for it (or for its context)
 	cancelGate chan struct{} // when set, Cancel waits for it before it reaches the server
 	dialErr    error
@@ -114,7 +116,15 @@ func (fs *fakeServer) Dial(ctx context.Context) (*session.BackendConn, error) {
 		be: pgproto3.NewBackend(conn, conn), status: 'I',
 		stmts: map[string]string{}, portals: map[string]string{}, cancel: make(chan struct{}, 1),
 	}
+	live := 1 // this one, and every other the relay has not closed yet
+	for _, o := range fs.conns {
+		if !o.done && !o.closedByRelay() {
+			live++
+		}
+	}
+	fs.maxLive = max(fs.maxLive, live)
 	fs.conns[pid] = fc
+	fs.live++
 	fs.mu.Unlock()
 	fs.wg.Add(1)
 	go fc.serve()
@@ -302,6 +312,7 @@ type fakeConn struct {
 	stmts    map[string]string
 	portals  map[string]string
 
+	done     bool // serve returned; guarded by fs.mu
 	mu       sync.Mutex
 	sleeping bool
 	cancel   chan struct{}
@@ -310,6 +321,12 @@ type fakeConn struct {
 
 func (fc *fakeConn) serve() {
 	defer fc.fs.wg.Done()
+	defer func() {
+		fc.fs.mu.Lock()
+		fc.fs.live--
+		fc.done = true
+		fc.fs.mu.Unlock()
+	}()
 	defer fc.conn.Close()
 	for {
 		msg, err := fc.be.Receive()
@@ -702,7 +719,9 @@ func info(tenant string) session.ClientInfo {
 
 // attach hands the Engine one end of a socketpair and returns the client on the other end, without
 // reading anything.
-func attach(t testing.TB, e *session.Engine, ci session.ClientInfo) *client {
+func attach(t testing.TB, e interface {
+	Attach(int, session.ClientInfo) error
+}, ci session.ClientInfo) *client {
 	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -727,7 +746,12 @@ func attach(t testing.TB, e *session.Engine, ci session.ClientInfo) *client {
 // connect attaches a client and reads the relay's greeting up to ReadyForQuery.
 func (r *rig) connect(ci session.ClientInfo) *client {
 	r.t.Helper()
-	c := attach(r.t, r.e, ci)
+	return greeted(r.t, attach(r.t, r.e, ci))
+}
+
+// greeted reads the relay's greeting to a client just attached, up to ReadyForQuery.
+func greeted(t testing.TB, c *client) *client {
+	t.Helper()
 	for {
 		msg := c.receive()
 		switch m := msg.(type) {
@@ -737,11 +761,11 @@ func (r *rig) connect(ci session.ClientInfo) *client {
 			c.pid, c.secret = m.ProcessID, binary.BigEndian.Uint32(m.SecretKey)
 		case *pgproto3.ReadyForQuery:
 			if m.TxStatus != 'I' {
-				r.t.Fatalf("greeting ends with ReadyForQuery %c", m.TxStatus)
+				t.Fatalf("greeting ends with ReadyForQuery %c", m.TxStatus)
 			}
 			return c
 		default:
-			r.t.Fatalf("unexpected greeting message %s", describeBackend(msg))
+			t.Fatalf("unexpected greeting message %s", describeBackend(msg))
 		}
 	}
 }
@@ -918,4 +942,34 @@ func (r *rig) openBackends(n int) {
 		c.close()
 	}
 	r.waitStats(fmt.Sprintf("%d idle backends", n), func(s session.Stats) bool { return s.Backends == n && s.Idle == n })
+}
+
+// liveBackends reports how many fake backends are connected now, and the most that ever were at once.
+func (fs *fakeServer) liveBackends() (now, most int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.live, fs.maxLive
+}
+
+// closedByRelay reports whether the relay has ended this connection, before the serving goroutine has
+// seen it: a Terminate waits to be read, or the stream is at its end. The relay writes Terminate and
+// closes at once, so this is exact at any instant, unlike the goroutine's own bookkeeping.
+func (fc *fakeConn) closedByRelay() bool {
+	sc, ok := fc.conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	if err := rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = err == nil && (n == 0 || b[0] == 'X')
+	}); err != nil {
+		return true // the serving goroutine closed it already
+	}
+	return closed
 }

@@ -1,6 +1,8 @@
 package session
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -25,8 +27,9 @@ type Metrics struct {
 	prepHit, prepMiss, prepReplay, prepEvict prometheus.Counter
 	emulated                                 prometheus.Counter
 
-	tenantLabels int
-	other        *tenantCounters
+	mu      sync.Mutex // guards tenants: the shards of a Group share one Metrics
+	tenants map[string]*tenantCounters
+	other   *tenantCounters
 }
 
 type tenantCounters struct {
@@ -62,11 +65,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // forTenant returns the counters of a tenant, creating its labels while under the cardinality bound.
-// Called on the loop only.
 func (m *Metrics) forTenant(name string) *tenantCounters {
-	if m.tenantLabels >= maxTenantLabels {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.tenants[name]; c != nil {
+		return c
+	}
+	if len(m.tenants) >= maxTenantLabels {
 		return m.other
 	}
-	m.tenantLabels++
-	return &tenantCounters{tx: m.Transactions.WithLabelValues(name), refused: m.Refused.WithLabelValues(name)}
+	if m.tenants == nil {
+		m.tenants = map[string]*tenantCounters{}
+	}
+	c := &tenantCounters{tx: m.Transactions.WithLabelValues(name), refused: m.Refused.WithLabelValues(name)}
+	m.tenants[name] = c
+	return c
 }

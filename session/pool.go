@@ -163,12 +163,25 @@ func (p *pool) unqueue(s *Session) {
 // waits a second before trying again.
 func (p *pool) maybeDial() {
 	e := p.e
-	if e.closing || p.open+p.dialing >= e.cfg.PoolSize || p.dialing >= p.waiting+len(e.starting) {
+	if e.closing || p.dialing >= p.waiting+len(e.starting) {
+		if p.waiting == 0 {
+			e.starved.Store(false)
+		}
 		return
 	}
 	if !p.dialFail.IsZero() && e.l.now.Sub(p.dialFail) < time.Second && p.dialing > 0 {
 		return
 	}
+	if !e.reserve() {
+		if e.g != nil {
+			e.starved.Store(true)
+			if p.open == 0 && p.dialing == 0 {
+				e.g.shed(e.shard) // nothing here will ever free up: take a backend from another shard now
+			}
+		}
+		return
+	}
+	e.starved.Store(false)
 	p.dialing++
 	e.m.Backends.WithLabelValues("dialing").Inc()
 	e.wg.Add(1)
@@ -177,8 +190,11 @@ func (p *pool) maybeDial() {
 		ctx, cancel := context.WithTimeout(e.ctx, e.dialTimeout)
 		bc, err := e.cfg.Dialer.Dial(ctx)
 		cancel()
-		if !e.l.post(func() { p.dialed(bc, err) }) && bc != nil {
-			closeFd(bc.Fd)
+		if !e.l.post(func() { p.dialed(bc, err) }) {
+			if bc != nil {
+				closeFd(bc.Fd)
+			}
+			e.unreserve()
 		}
 	}()
 }
@@ -189,6 +205,7 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 	p.dialing--
 	e.m.Backends.WithLabelValues("dialing").Dec()
 	if err != nil {
+		e.unreserve()
 		p.dialErr = err.Error()
 		p.dialFail = e.l.now
 		e.log.Warn("backend connection failed", zap.Error(err))
@@ -201,6 +218,7 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 	}
 	if e.closing {
 		closeFd(bc.Fd)
+		e.unreserve()
 		return
 	}
 	p.dialFail = time.Time{}
@@ -208,6 +226,7 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 	b.c = sock{l: e.l, fd: bc.Fd}
 	if err := b.c.register(b); err != nil {
 		closeFd(bc.Fd)
+		e.unreserve()
 		e.log.Error("cannot register backend", zap.Error(err))
 		return
 	}
@@ -282,4 +301,14 @@ func (p *pool) removeIdle(b *backend) {
 			return
 		}
 	}
+}
+
+// shedIdle closes the least recently used idle backend, when this shard has one and nobody waits for it,
+// so that another shard of the Group can open one within the shared budget.
+func (p *pool) shedIdle() {
+	if p.waiting > 0 || len(p.idle) == 0 {
+		return
+	}
+	b := p.idle[0]
+	b.close("rebalance")
 }

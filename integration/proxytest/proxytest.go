@@ -113,6 +113,9 @@ func (f *Fixture) baseConfig() *config.Config {
 	fmt.Fprintf(&b, `
 [listen]
 addr = "127.0.0.1:0"
+# Two relay threads wherever the pool allows (pool_size >= 2): every suite then runs clients on both
+# shards of one pool, the harder case, although auto would pick one thread for pools this small.
+relay_threads = 2
 [backend]
 host = %q
 port = %d

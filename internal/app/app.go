@@ -28,7 +28,7 @@ import (
 type App struct {
 	cfg          *config.Config
 	log          *zap.Logger
-	engine       *session.Engine
+	engine       *session.Group
 	server       *proxy.Server
 	router       *routing.Router
 	metrics      *http.Server
@@ -63,7 +63,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		return fail(err)
 	}
 	guard := policy.NewGuard(policy.GuardConfig{TenantSetting: cfg.Tenancy.Setting})
-	engine, err := session.New(session.Config{
+	engine, err := session.NewGroup(session.Config{
 		Mode: cfg.Pool.Mode, PoolSize: cfg.Backend.PoolSize, TenantMaxBackends: cfg.Pool.TenantMaxBackends,
 		MaxClients: cfg.Pool.MaxClientConn, WaitTimeout: cfg.Pool.WaitTimeout.Duration,
 		IdleTimeout: cfg.Backend.IdleTimeout.Duration, MaxLifetime: cfg.Backend.MaxLifetime.Duration,
@@ -72,7 +72,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		MaxClientPreparedStatements: cfg.Pool.MaxClientPreparedStatements, MaxClientPreparedBytes: cfg.Pool.MaxClientPreparedBytes, TripwireSampleRate: cfg.Tenancy.TripwireSampleRate,
 		PoolRole: cfg.Backend.User, AuditStatementText: cfg.Log.AuditStatementText, Dialer: dialer, Guard: session.NewPolicyGuard(guard),
 		Logger: log, Metrics: session.NewMetrics(reg),
-	})
+	}, cfg.Listen.RelayThreads)
 	if err != nil {
 		return fail(err)
 	}
@@ -178,7 +178,7 @@ func (p *App) shutdown(timeout time.Duration) {
 func (p *App) Addr() string { return p.ln.Addr().String() }
 
 // Engine is the relay, for tests and the admin view.
-func (p *App) Engine() *session.Engine { return p.engine }
+func (p *App) Engine() *session.Group { return p.engine }
 
 // Registry is the Prometheus registry of this proxy.
 func (p *App) Registry() *prometheus.Registry { return p.reg }
