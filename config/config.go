@@ -97,7 +97,7 @@ type Listen struct {
 	// MaxMessageSize caps one protocol message from a client, in bytes.
 	MaxMessageSize int `toml:"max_message_size"`
 	// RelayThreads is how many OS threads relay messages, each with its own share of clients and
-	// backends under the one pool_size; 0 means one per core, at most 4 and at most pool_size/4.
+	// backends under the one pool_size; 0 means one per two cores, at most 4 and at most pool_size/4.
 	RelayThreads int `toml:"relay_threads"`
 }
 

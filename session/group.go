@@ -12,10 +12,11 @@ import (
 // loop, clients and backends, so nothing on the hot path is shared or locked; what the shards share is
 // the pool's budget: together they never hold more than pool_size backends.
 //
-// Why: one relay thread is a serialization point. On a machine whose cores also run the database and
-// the clients, the thread is preempted by the very processes it wakes, and while it waits for a core
-// every client waits with it. Two shards measured 3 to 13% more throughput than one on the referee's
-// 2-core benchmark (bench/README.md), for the same CPU per transaction.
+// Why: one relay thread is a serialization point and, like pgbouncer, tops out at one core. On the
+// referee's 2-core machine, which also runs PostgreSQL and pgbench, a second thread did not pay: it cost
+// about 3 us more CPU per transaction (each loop batches fewer events per wake-up) for the same or lower
+// throughput (bench/README.md), so "auto" gives one thread per two cores. Machines with more cores to spare
+// for the proxy are where more threads help; that is not measured here.
 //
 // A client is attached to the shard with the fewest clients and stays there; a cancel key's pid says
 // which shard owns the session. A shard whose sessions wait while the budget is spent asks the others to
@@ -37,11 +38,12 @@ type shardStats struct {
 	idle, active, dialing atomic.Int64
 }
 
-// ShardsFor is how many shards NewGroup uses for n <= 0 ("auto"): one per core the Go runtime uses,
-// at most 4, and only as many as leave each shard 4 backends of the pool and 1 of a tenant's cap.
+// ShardsFor is how many shards NewGroup uses. For n <= 0 ("auto"): one per two cores the Go runtime
+// uses, at most 4, and only as many as leave each shard 4 backends of the pool. Never more than the pool
+// size, nor than a tenant's cap (each shard must hold at least 1 of it).
 func ShardsFor(cfg Config, n int) int {
 	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+		n = runtime.GOMAXPROCS(0) / 2
 		if n > 4 {
 			n = 4
 		}
