@@ -26,17 +26,16 @@ import (
 // than that cap.
 type Group struct {
 	shards []*Engine
-	size   int64        // pool_size
-	used   atomic.Int64 // backends open or being dialed, in all shards
-	stats  []shardStats
+	size   int64                              // pool_size
+	used   atomic.Int64                       // backends open or being dialed, in all shards
+	stats  [][len(backendStates)]atomic.Int64 // per shard, the backends in each state
 
 	mu     sync.Mutex
 	params map[string]string // the server's parameters, as the first backend of any shard reported them
 }
 
-type shardStats struct {
-	idle, active, dialing atomic.Int64
-}
+// backendStates are the state labels of the backend gauge.
+var backendStates = [...]string{"idle", "active", "dialing"}
 
 // ShardsFor is how many shards NewGroup uses. For n <= 0 ("auto"): one per two cores the Go runtime
 // uses, at most 4, and only as many as leave each shard 4 backends of the pool. Never more than the pool
@@ -66,7 +65,7 @@ func ShardsFor(cfg Config, n int) int {
 // NewGroup builds a Group of ShardsFor(cfg, n) shards; Start runs them.
 func NewGroup(cfg Config, n int) (*Group, error) {
 	n = ShardsFor(cfg, n)
-	g := &Group{size: int64(cfg.PoolSize), stats: make([]shardStats, n)}
+	g := &Group{size: int64(cfg.PoolSize), stats: make([][len(backendStates)]atomic.Int64, n)}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -202,8 +201,9 @@ func (e *Engine) reserve() bool {
 	}
 }
 
-// unreserve gives back the room of a backend closed or never opened, and wakes the shards that wait for
-// room. Safe from any goroutine.
+// unreserve gives back the room of a backend closed or never opened, and wakes the other shards that
+// wait for room (this shard's own callers dial again themselves when they should). Safe from any
+// goroutine.
 func (e *Engine) unreserve() {
 	if e.g == nil {
 		return
@@ -214,29 +214,33 @@ func (e *Engine) unreserve() {
 			o.l.post(func() { o.pool.maybeDial() })
 		}
 	}
-	if e.starved.Load() {
-		e.l.post(func() { e.pool.maybeDial() })
+}
+
+// setStarved records whether the shard's sessions wait for room in the Group's budget. A standalone
+// Engine has no budget to starve on; a shard writes the flag only when it changes, since the other
+// shards read it.
+func (e *Engine) setStarved(v bool) {
+	if e.g != nil && e.starved.Load() != v {
+		e.starved.Store(v)
 	}
 }
 
 // publishBackends sets the backend gauges: for a shard, the sum over the Group. Called on the loop.
 func (e *Engine) publishBackends() {
-	idle, active, dialing := int64(len(e.pool.idle)), int64(e.pool.open-len(e.pool.idle)), int64(e.pool.dialing)
+	idle := len(e.pool.idle)
+	v := [len(backendStates)]int64{int64(idle), int64(e.pool.open - idle), int64(e.pool.dialing)}
 	if g := e.g; g != nil {
-		st := &g.stats[e.shard]
-		st.idle.Store(idle)
-		st.active.Store(active)
-		st.dialing.Store(dialing)
-		idle, active, dialing = 0, 0, 0
-		for i := range g.stats {
-			idle += g.stats[i].idle.Load()
-			active += g.stats[i].active.Load()
-			dialing += g.stats[i].dialing.Load()
+		for k := range v {
+			g.stats[e.shard][k].Store(v[k])
+			v[k] = 0
+			for i := range g.stats {
+				v[k] += g.stats[i][k].Load()
+			}
 		}
 	}
-	e.m.Backends.WithLabelValues("idle").Set(float64(idle))
-	e.m.Backends.WithLabelValues("active").Set(float64(active))
-	e.m.Backends.WithLabelValues("dialing").Set(float64(dialing))
+	for k, state := range backendStates {
+		e.m.Backends.WithLabelValues(state).Set(float64(v[k]))
+	}
 }
 
 // serverParams returns the server's parameters once a shard has learnt them, else nil.

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -174,4 +175,28 @@ func TestGroupDrainEndsEveryShardsClients(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("Drain did not finish")
 	}
+}
+
+func TestGroupFailingDialsAreNotRetriedInATightLoop(t *testing.T) {
+	g, fs := newGroup(t, 2, nil)
+	holder := greeted(t, attach(t, g, info("acme")))  // shard 0
+	other := greeted(t, attach(t, g, info("globex"))) // shard 1
+	waiter := greeted(t, attach(t, g, info("acme")))  // shard 0
+	equal(t, "other shard's first query", other.query("SELECT 0"), selectReply("0", 'I'))
+	waitGroupStats(t, g, "two idle backends", func(s session.Stats) bool { return s.Backends == 2 && s.Idle == 2 })
+	equal(t, "BEGIN", holder.query("BEGIN"), []string{"CommandComplete BEGIN", "ReadyForQuery T"})
+
+	// The server stops accepting connections. Shard 0's waiter makes shard 1 give up its idle backend, and
+	// shard 0's attempts to open one in its place fail: they are retried at the pool's pace, not at once.
+	fs.mu.Lock()
+	fs.dialErr = errors.New("connection refused")
+	fs.mu.Unlock()
+	before := fs.dialCount()
+	waiter.send(&pgproto3.Query{String: "BEGIN"})
+	time.Sleep(time.Second)
+	if n := fs.dialCount() - before; n > 10 {
+		t.Fatalf("%d connection attempts in a second to a server that refuses them", n)
+	}
+	equal(t, "COMMIT", holder.query("COMMIT"), []string{"CommandComplete COMMIT", "ReadyForQuery I"})
+	equal(t, "waited BEGIN", waiter.untilReady(), []string{"CommandComplete BEGIN", "ReadyForQuery T"})
 }

@@ -165,7 +165,7 @@ func (p *pool) maybeDial() {
 	e := p.e
 	if e.closing || p.dialing >= p.waiting+len(e.starting) {
 		if p.waiting == 0 {
-			e.starved.Store(false)
+			e.setStarved(false)
 		}
 		return
 	}
@@ -173,15 +173,13 @@ func (p *pool) maybeDial() {
 		return
 	}
 	if !e.reserve() {
-		if e.g != nil {
-			e.starved.Store(true)
-			if p.open == 0 && p.dialing == 0 {
-				e.g.shed(e.shard) // nothing here will ever free up: take a backend from another shard now
-			}
+		e.setStarved(true)
+		if e.g != nil && p.open == 0 && p.dialing == 0 {
+			e.g.shed(e.shard) // nothing here will ever free up: take a backend from another shard now
 		}
 		return
 	}
-	e.starved.Store(false)
+	e.setStarved(false)
 	p.dialing++
 	e.m.Backends.WithLabelValues("dialing").Inc()
 	e.wg.Add(1)
