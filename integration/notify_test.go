@@ -58,3 +58,48 @@ func TestNotificationsStayWithinTheTenant(t *testing.T) {
 		})
 	}
 }
+
+// A notification the listener sent itself carries the pid of the listener's own BackendKeyData, as on a
+// direct connection, so "ignore my own notifications" works; another client's carries another pid.
+func TestOwnNotificationCarriesTheClientsPid(t *testing.T) {
+	f := proxytest.NewFixture(t)
+	for _, mode := range []string{"transaction", "session"} {
+		t.Run(mode, func(t *testing.T) {
+			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = mode; c.Backend.PoolSize = 3 })
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			connect := func() *pgx.Conn {
+				c, err := pgx.Connect(ctx, p.TenantURL("acme"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close(context.Background()) })
+				return c
+			}
+			listener, other := connect(), connect()
+			if _, err := listener.Exec(ctx, "LISTEN jobs"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := listener.Exec(ctx, "NOTIFY jobs, 'mine'"); err != nil {
+				t.Fatal(err)
+			}
+			n, err := listener.WaitForNotification(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.Payload != "mine" || n.PID != listener.PgConn().PID() {
+				t.Fatalf("own notification %q has pid %d, want the client's key pid %d", n.Payload, n.PID, listener.PgConn().PID())
+			}
+			if _, err := other.Exec(ctx, "NOTIFY jobs, 'theirs'"); err != nil {
+				t.Fatal(err)
+			}
+			n, err = listener.WaitForNotification(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.Payload != "theirs" || n.PID == listener.PgConn().PID() {
+				t.Fatalf("another client's notification %q has pid %d, the listener's own", n.Payload, n.PID)
+			}
+		})
+	}
+}

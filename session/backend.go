@@ -51,15 +51,39 @@ const poisonSQL = "tenantproxy_refused_statement"
 // unlike the unnamed statement, destroys nothing of the client's.
 const poisonStmt = "tenantproxy_poison"
 
-// backend states.
+// beState is where a backend is in its life. setState (state.go) is the only writer, and a state is also
+// list membership: a backend is in the pool's idle list exactly while beIdle, and the pool's counts per
+// state follow from the transitions.
+//
+//	beNew ──▶ beIdle ◀──▶ beLeased ──▶ beCancelWait ──▶ beIdle | beLeased | beReset
+//	  │          │            │    └──▶ beReset ──(ROLLBACK, DISCARD ALL)──▶ beIdle | beLeased
+//	  └──────────┴────────────┴──────────────────────────────▶ beClosed (from any state)
 type beState uint8
 
 const (
-	beIdle   beState = iota // in the pool
-	beLeased                // serving a session
-	beReset                 // finishing or resetting after its client left
-	beClosed                // gone
+	beNew        beState = iota // connected, not yet handed to the pool
+	beIdle                      // in the pool's idle list, carrying the context ctx
+	beLeased                    // linked to a session (lease), serving its transaction
+	beCancelWait                // released while a cancel request for it is in flight: unused until it completes
+	beReset                     // its client left: finishing what it sent, then rolling back and discarding (resetStep)
+	beClosed                    // gone
+	numBeStates
 )
+
+func (st beState) String() string {
+	return [...]string{"new", "idle", "leased", "cancel_wait", "reset", "closed"}[st]
+}
+
+// resetStep is what a backend in beReset waits for.
+type resetStep uint8
+
+const (
+	resetFinish   resetStep = iota // the replies of what its client sent before leaving
+	resetRollback                  // ROLLBACK of the transaction the client left open
+	resetDiscard                   // DISCARD ALL of session state that would outlive the client
+)
+
+func (r resetStep) String() string { return [...]string{"finish", "rollback", "discard"}[r] }
 
 // backend is one server connection of the shared pool.
 type backend struct {
@@ -76,9 +100,8 @@ type backend struct {
 	lru         lruList
 
 	client *Session
-	ops    []op
-	head   int
-	status byte // last ReadyForQuery status
+	q      replyQueue // the replies the server still owes
+	status byte       // last ReadyForQuery status
 
 	// Reply stream framing.
 	hdr     [5]byte
@@ -96,13 +119,16 @@ type backend struct {
 	// unnamedSeq counts what destroys the server's unnamed statement (a Parse of it, a simple Query):
 	// a session's unnamed statement is still there only if the count is what it was after its Parse.
 	unnamedSeq uint64
-	cancels    int  // cancel requests in flight
-	heldBack   bool // released while a cancel was in flight
+	cancels    int // cancel requests in flight
+	// cancelDue is a client's cancel request that arrived while the relay's own statements (the tenant
+	// setup, a replayed Parse) were ahead of the client's in the queue: it is sent once the client's own
+	// request reaches the front, so that a cancel only ever cancels the client's statement.
+	cancelDue  bool
+	resetStep  resetStep // in beReset, the step under way
 	setupErr   string
 	needReset  bool // session state may survive: reset before the next tenant
 	verifyNext bool // run the tripwire's identity check when the backend is next idle
 	rolledBack bool // the last CommandComplete before ReadyForQuery was a ROLLBACK
-	skipping   bool // after an extended-protocol error the server discards everything until a Sync
 }
 
 const (
@@ -111,42 +137,35 @@ const (
 	actCapture
 )
 
-func (b *backend) opsEmpty() bool { return b.head == len(b.ops) }
+func (b *backend) opsEmpty() bool { return b.q.empty() }
 
+// push queues the reply expectation of a request just written to the server.
 func (b *backend) push(o op) {
-	if o.kind == opSync {
-		b.skipping = false
-	} else if b.skipping {
-		return // the server discards the request, and sends nothing for it
-	}
-	if b.head == len(b.ops) {
-		b.ops, b.head = b.ops[:0], 0
+	if _, wasEmpty := b.q.push(o); wasEmpty {
 		b.busySince = b.e.l.now
 	}
-	b.ops = append(b.ops, o)
 }
 
-func (b *backend) headOp() *op {
-	if b.head < len(b.ops) {
-		return &b.ops[b.head]
-	}
-	return nil
-}
+func (b *backend) headOp() *op { return b.q.front() }
 
+// pop ends the front op: the relay's synthetic replies behind it go out, and a client's cancel request
+// that waited for its own request to reach the server is sent.
 func (b *backend) pop() {
-	b.ops[b.head] = op{}
-	b.head++
+	b.q.pop()
 	b.emitSynthetic()
+	if b.cancelDue {
+		b.cancelIfDue()
+	}
 }
 
 // emitSynthetic writes the relay's own replies that have reached the head of the queue.
 func (b *backend) emitSynthetic() {
-	for b.head < len(b.ops) && b.ops[b.head].kind == opSynthetic {
-		if b.client != nil {
-			b.client.c.queue(b.ops[b.head].synth)
-		}
-		b.ops[b.head] = op{}
-		b.head++
+	b.q.popSynthetic(b.emitOne)
+}
+
+func (b *backend) emitOne(o *op) {
+	if b.client != nil {
+		b.client.c.queue(o.synth)
 	}
 }
 
@@ -350,12 +369,8 @@ func (b *backend) onReady() {
 		return
 	}
 	b.status = b.capture[5]
-	h := b.headOp()
 	// Extended-protocol ops left before a Sync's ReadyForQuery were skipped by the server.
-	for h != nil && h.kind != opQuery && h.kind != opSync {
-		b.pop()
-		h = b.headOp()
-	}
+	h := b.q.readyFront()
 	if h == nil {
 		b.fail("protocol violation from server: unexpected ReadyForQuery", "08P01")
 		return
@@ -434,25 +449,25 @@ func (b *backend) onError() {
 	// The failed request and every message up to the next Sync, which the server now skips (simple
 	// Query messages included), leave no trace: statements they would have prepared or closed stay as
 	// they were.
-	for b.head < len(b.ops) && b.ops[b.head].kind != opSync {
-		o := &b.ops[b.head]
-		switch {
-		case o.kind == opParse && o.stmt != 0:
-			b.removePrepared(o.stmt)
-			if !o.swallow && b.client != nil {
-				b.client.forgetFailedParse(o.name, o.stmt)
-			}
-		case o.kind == opClose && o.stmt != 0:
-			b.keepPrepared(o.stmt)
-		case o.kind == opSynthetic && o.stmt != 0 && b.client != nil:
-			b.client.forgetFailedParse(o.name, o.stmt) // PostgreSQL would have skipped this Parse
-		}
-		b.ops[b.head] = op{}
-		b.head++
+	b.q.failBatch(b.skipped)
+	if b.cancelDue {
+		b.cancelIfDue()
 	}
-	if b.head == len(b.ops) {
-		// No Sync is on its way: the server now discards what the client sends until one comes.
-		b.skipping = true
+}
+
+// skipped undoes what a request the server skipped after an error would have done to the prepared
+// statements.
+func (b *backend) skipped(o *op) {
+	switch {
+	case o.kind == opParse && o.stmt != 0:
+		b.removePrepared(o.stmt)
+		if !o.swallow && b.client != nil {
+			b.client.forgetFailedParse(o.name, o.stmt)
+		}
+	case o.kind == opClose && o.stmt != 0:
+		b.keepPrepared(o.stmt)
+	case o.kind == opSynthetic && o.stmt != 0 && b.client != nil:
+		b.client.forgetFailedParse(o.name, o.stmt) // PostgreSQL would have skipped this Parse
 	}
 }
 
@@ -519,13 +534,6 @@ func (b *backend) queueVerify(t *Tenant) {
 	b.unnamedSeq++
 }
 
-// queueCopyFail ends a COPY FROM STDIN whose client is gone.
-func (b *backend) queueCopyFail() {
-	m, st := beginMsg(b.c.buf(), msgCopyFail)
-	m = appendCString(m, "tenantproxy: the client disconnected")
-	b.c.setBuf(endMsg(m, st))
-}
-
 // queueQuery writes a simple Query the relay itself sends; its replies are swallowed.
 func (b *backend) queueQuery(sql string) {
 	b.c.setBuf(appendQuery(b.c.buf(), sql))
@@ -534,7 +542,7 @@ func (b *backend) queueQuery(sql string) {
 }
 
 // onNotification gives the client a notification of its tenant's channel, under the channel name the
-// client used; anything else is dropped.
+// client used and with the pid of the client's own key; anything else is dropped.
 func (b *backend) onNotification() {
 	s := b.client
 	body := b.capture[5:]
@@ -547,8 +555,18 @@ func (b *backend) onNotification() {
 	if !ok || !ok2 || !strings.HasPrefix(channel, prefix) {
 		return
 	}
+	// A notification the client's own backend sent carries the pid the client was given in
+	// BackendKeyData, as on a direct connection: a client that ignores its own notifications compares the
+	// two. Another backend's pid is never the client's own.
+	pid := binary.BigEndian.Uint32(body)
+	switch {
+	case pid == b.pid:
+		pid = s.pid
+	case pid == s.pid:
+		pid = ^pid
+	}
 	m, st := beginMsg(s.c.buf(), msgNotification)
-	m = append(m, body[:4]...)
+	m = binary.BigEndian.AppendUint32(m, pid)
 	m = appendCString(m, channel[len(prefix):])
 	m = appendCString(m, payload)
 	s.c.setBuf(endMsg(m, st))

@@ -2,12 +2,25 @@
 // one shared pool on the first message of a transaction and releasing it at ReadyForQuery, the tenant
 // context written ahead of the client's frames, tracked settings, prepared statements and the refusals
 // of the statement guard.
+//
+// # State
+//
+// A session and a backend are each one state machine with one door (state.go): Session.setState and
+// backend.setState are the only writers of their states, Engine.lease and Engine.unlease the only code
+// that links the two, and every transition outside the machine panics with "BUG:".
+//
+//	session: idle ──▶ waiting ──▶ active ──▶ idle ... ──▶ closed
+//	backend: new ──▶ idle ◀──▶ leased ──▶ cancel_wait | reset ──▶ idle ... ──▶ closed
+//
+// What a backend still owes is its reply queue (replies.go), which knows the protocol's rules for what
+// the server answers and what it skips after an error. A backend whose client left goes through the reset
+// path (reset.go); cancel requests wait for the client's own statement (cancel.go); the loop's periodic
+// work is in maintenance.go, the prepared-statement registry and per-backend LRU in prepared.go.
 package session
 
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -136,7 +149,7 @@ func (e *Engine) Start() {
 
 // warm opens a backend when none is open or opening, so the server's parameters become known.
 func (e *Engine) warm() {
-	if e.pool.open == 0 && e.pool.dialing == 0 {
+	if e.pool.opened() == 0 && e.pool.dialing == 0 {
 		e.pool.waiting++ // lets maybeDial open one connection
 		e.pool.maybeDial()
 		e.pool.waiting--
@@ -311,115 +324,9 @@ func (e *Engine) setServerParams(p map[string]string) {
 	e.starting = nil
 }
 
-// Cancel forwards a client's CancelRequest to the query its session is running, if any. Safe from any
-// goroutine. A cancel for an idle client does nothing, and a backend with a cancel in flight is not
-// leased to anyone else until the server has received it.
-func (e *Engine) Cancel(pid, secret uint32) {
-	e.l.post(func() {
-		s := e.sessions[pid]
-		if s == nil || subtle.ConstantTimeEq(int32(s.secret), int32(secret)) != 1 {
-			return
-		}
-		if b := s.be; b != nil && !b.opsEmpty() {
-			e.cancelBackend(b)
-		} else if s.state == stWaiting {
-			s.cancelWaiting()
-		}
-	})
-}
-
-func (e *Engine) cancelBackend(b *backend) {
-	b.cancels++
-	pid, secret := b.pid, b.secret
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
-		err := e.cfg.Dialer.Cancel(ctx, pid, secret)
-		cancel()
-		if err != nil {
-			e.log.Warn("cancel request failed", zap.Uint32("backend_pid", pid), zap.Error(err))
-		}
-		e.l.post(func() {
-			b.cancels--
-			if b.cancels > 0 || b.c.closed {
-				return
-			}
-			switch {
-			case b.heldBack:
-				b.heldBack = false
-				e.pool.put(b)
-			case b.state == beReset:
-				e.continueReset(b) // it waited for the cancel before rolling back
-			case b.client != nil:
-				b.client.resumeReading() // its next messages waited for the cancel
-			}
-		})
-	}()
-}
-
-// clientLeft takes over a backend whose client went away while holding it. What the client sent still
-// runs to its end, as it would on a direct connection, except that the query of a client that vanished
-// (rather than said Terminate) is cancelled; COPY is failed; an extended-protocol batch without its Sync
-// is aborted, not committed (a failing statement, then Sync); then an open transaction is rolled back and
-// session state discarded before anyone else gets the backend.
-func (e *Engine) clientLeft(b *backend, unsynced, vanished bool) {
-	e.leased--
-	b.state = beReset
-	if b.c.closed {
-		return
-	}
-	b.c.setEvents(b.c.events | evIn) // reading may have been paused for this client's backpressure
-	if vanished && !b.opsEmpty() {
-		e.cancelBackend(b)
-	}
-	if b.copyIn {
-		b.queueCopyFail()
-	}
-	if unsynced {
-		m, st := beginMsg(b.c.buf(), msgParse)
-		m = appendCString(m, poisonStmt)
-		m = appendCString(m, poisonSQL)
-		m = append(m, 0, 0)
-		b.c.setBuf(endMsg(m, st))
-		b.push(op{kind: opParse, swallow: true, quiet: true})
-		b.c.queue([]byte{msgSync, 0, 0, 0, 4})
-		b.push(op{kind: opSync, swallow: true})
-	}
-	b.c.flush()
-	e.continueReset(b)
-}
-
-// continueReset moves a backend in reset one step on; it is called again when the step's replies are in.
-func (e *Engine) continueReset(b *backend) {
-	if b.c.closed || !b.opsEmpty() || b.state != beReset || b.cancels > 0 {
-		return
-	}
-	switch {
-	case b.status != txIdle:
-		b.queueQuery("ROLLBACK")
-	case b.needReset:
-		// DISCARD ALL drops temp tables, cursors, LISTEN, advisory locks, prepared statements and
-		// settings, and returns the role to the pool role: the backend carries no tenant context.
-		b.queueQuery("DISCARD ALL")
-		b.needReset = false
-		b.ctx, b.settingsSQL = "", ""
-		b.forgetPrepared()
-	default:
-		b.state = beIdle
-		e.pool.put(b)
-		return
-	}
-	b.c.flush()
-}
-
 // backendClosed updates the pool after a backend connection ended.
 func (e *Engine) backendClosed(b *backend, reason string) {
-	if b.state == beIdle {
-		e.pool.removeIdle(b)
-	}
-	b.state = beClosed
-	e.pool.open--
+	b.setState(beClosed)
 	e.unreserve()
 	e.m.BackendClose.WithLabelValues(closeReasonLabel(reason)).Inc()
 	e.log.Debug("backend closed", zap.Uint32("backend_pid", b.pid), zap.String("reason", reason))
@@ -440,11 +347,7 @@ func (b *backend) detach() *Session {
 	if s == nil {
 		return nil
 	}
-	b.c.setEvents(b.c.events | evIn) // reading may have been paused for this client's backpressure
-	b.client = nil
-	s.be = nil
-	s.tenant.active--
-	b.e.leased--
+	b.e.unlease(s)
 	return s
 }
 
@@ -476,42 +379,6 @@ func (e *Engine) sessionClosed(s *Session) {
 	if e.draining && len(e.sessions) == 0 && e.drained != nil {
 		close(e.drained)
 		e.drained = nil
-	}
-}
-
-// tick runs on the loop every quarter second.
-func (e *Engine) tick() {
-	e.pool.tick()
-	if len(e.starting) > 0 {
-		if e.cfg.WaitTimeout > 0 && e.l.now.Sub(e.starting[0].info.Opened) > e.cfg.WaitTimeout+e.dialTimeout {
-			e.failStarting("08006", "tenantproxy: cannot connect to the database server: "+e.pool.dialErr)
-		} else if e.pool.dialing == 0 && e.l.now.Sub(e.pool.dialFail) >= time.Second {
-			e.warm()
-		}
-	}
-	e.publishBackends()
-	if e.starved.Load() && e.pool.waiting > 0 {
-		e.g.shed(e.shard) // sessions waited a tick: ask the other shards for their idle backends
-	}
-	if qt := e.cfg.QueryTimeout; qt > 0 {
-		var stuck []*backend
-		for _, s := range e.sessions {
-			if b := s.be; b != nil && !b.opsEmpty() && e.l.now.Sub(b.busySince) > qt && e.l.now.Sub(b.lastRecv) > qt {
-				stuck = append(stuck, b)
-			}
-		}
-		for _, b := range stuck {
-			b.fail(fmt.Sprintf("the server sent nothing for [backend] query_timeout (%s)", qt), "08006")
-		}
-	}
-	if e.draining {
-		for _, s := range e.sessions {
-			if s.state == stIdle || s.state == stWaiting || (s.be != nil && s.be.opsEmpty() && s.be.status == txIdle && len(s.in) == 0) {
-				s.fatal("57P01", "tenantproxy: the proxy is shutting down")
-			} else if !e.l.now.Before(e.drainBy) {
-				s.fatal("57P01", "tenantproxy: the proxy is shutting down; shutdown_timeout passed while the transaction was open")
-			}
-		}
 	}
 }
 
@@ -582,7 +449,7 @@ type Stats struct {
 func (e *Engine) Stats() Stats {
 	ch := make(chan Stats, 1)
 	if !e.l.post(func() {
-		ch <- Stats{Clients: len(e.sessions), Waiting: e.pool.waiting, Backends: e.pool.open, Idle: len(e.pool.idle), Leased: e.leased, Dialing: e.pool.dialing}
+		ch <- Stats{Clients: len(e.sessions), Waiting: e.pool.waiting, Backends: e.pool.opened(), Idle: len(e.pool.idle), Leased: e.leased, Dialing: e.pool.dialing}
 	}) {
 		return Stats{}
 	}

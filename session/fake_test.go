@@ -482,6 +482,10 @@ func (fc *fakeConn) simpleQuery(sql string) {
 		if stmt == "" {
 			continue
 		}
+		if stmt == sleepSQL {
+			fc.sleep() // ends the whole query, with its ReadyForQuery
+			return
+		}
 		if err := fc.parseError(stmt); err != nil {
 			fc.fail(err.Code, err.Message)
 			break

@@ -188,7 +188,7 @@ func (g *Group) shed(from int) {
 // standalone Engine. Called on the loop.
 func (e *Engine) reserve() bool {
 	if e.g == nil {
-		return e.pool.open+e.pool.dialing < e.cfg.PoolSize
+		return e.pool.opened()+e.pool.dialing < e.cfg.PoolSize
 	}
 	for {
 		n := e.g.used.Load()
@@ -228,7 +228,7 @@ func (e *Engine) setStarved(v bool) {
 // publishBackends sets the backend gauges: for a shard, the sum over the Group. Called on the loop.
 func (e *Engine) publishBackends() {
 	idle := len(e.pool.idle)
-	v := [len(backendStates)]int64{int64(idle), int64(e.pool.open - idle), int64(e.pool.dialing)}
+	v := [len(backendStates)]int64{int64(idle), int64(e.pool.opened() - idle), int64(e.pool.dialing)}
 	if g := e.g; g != nil {
 		for k := range v {
 			g.stats[e.shard][k].Store(v[k])

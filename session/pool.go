@@ -13,14 +13,19 @@ import (
 // tenant cannot starve the others.
 type pool struct {
 	e        *Engine
-	idle     []*backend // most recently used last
-	open     int        // backends connected (idle, leased or resetting)
+	idle     []*backend       // the backends in beIdle, most recently used last (backend.setState keeps it)
+	count    [numBeStates]int // backends per state (backend.setState keeps it; beClosed is not counted)
 	dialing  int
 	ring     []*Tenant // tenants with waiters
 	rr       int
 	waiting  int
 	dialErr  string
 	dialFail time.Time
+}
+
+// opened is how many backends are connected, in any state but closed.
+func (p *pool) opened() int {
+	return p.count[beNew] + p.count[beIdle] + p.count[beLeased] + p.count[beCancelWait] + p.count[beReset]
 }
 
 // tenantCap is how many backends one tenant may hold.
@@ -47,7 +52,8 @@ func (p *pool) acquire(s *Session) *backend {
 	return nil
 }
 
-// takeIdle picks an idle backend, preferring one that already carries the session's context.
+// takeIdle picks an idle backend, preferring one that already carries the session's context; it stays
+// in the idle list until the lease takes it out.
 func (p *pool) takeIdle(s *Session) *backend {
 	k := len(p.idle) - 1
 	for i, scanned := len(p.idle)-1, 0; i >= 0 && scanned < 32; i, scanned = i-1, scanned+1 {
@@ -56,41 +62,36 @@ func (p *pool) takeIdle(s *Session) *backend {
 			break
 		}
 	}
-	b := p.idle[k]
-	copy(p.idle[k:], p.idle[k+1:])
-	p.idle[len(p.idle)-1] = nil
-	p.idle = p.idle[:len(p.idle)-1]
-	return b
+	return p.idle[k]
 }
 
-// put returns a backend that finished its lease: to the next waiter, or to the idle list.
+// put takes back a backend that is new, finished its lease, its cancel wait or its reset: it goes to the
+// next waiter, or to the idle list; one that may still be cancelled, or carries state of its last client,
+// goes to wait or to the reset path first.
 func (p *pool) put(b *backend) {
 	if b.c.closed {
 		return
 	}
 	if b.cancels > 0 {
 		// A cancel request may still reach this backend: keep it out of use until the server has it.
-		b.heldBack = true
-		b.state = beReset
+		b.setState(beCancelWait)
 		return
 	}
 	if b.needReset || b.status != txIdle {
-		b.state = beReset
+		if b.state != beReset {
+			b.setState(beReset)
+		}
 		p.e.continueReset(b)
 		return
 	}
-	now := p.e.l.now
-	if p.e.cfg.MaxLifetime > 0 && now.Sub(b.created) > p.e.cfg.MaxLifetime {
+	if p.e.cfg.MaxLifetime > 0 && p.e.l.now.Sub(b.created) > p.e.cfg.MaxLifetime {
 		b.close("max_lifetime")
 		return
 	}
-	b.state = beIdle
-	b.lastUsed = now
+	b.setState(beIdle)
 	if s := p.nextWaiter(); s != nil {
 		s.granted(b, true)
-		return
 	}
-	p.idle = append(p.idle, b)
 }
 
 // nextWaiter takes the next waiting session, round-robin across tenants under their cap.
@@ -174,7 +175,7 @@ func (p *pool) maybeDial() {
 	}
 	if !e.reserve() {
 		e.setStarved(true)
-		if e.g != nil && p.open == 0 && p.dialing == 0 {
+		if e.g != nil && p.opened() == 0 && p.dialing == 0 {
 			e.g.shed(e.shard) // nothing here will ever free up: take a backend from another shard now
 		}
 		return
@@ -207,7 +208,7 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 		p.dialErr = err.Error()
 		p.dialFail = e.l.now
 		e.log.Warn("backend connection failed", zap.Error(err))
-		if p.open == 0 && p.dialing == 0 {
+		if p.opened() == 0 && p.dialing == 0 {
 			// Nothing to wait for: tell every waiting client now rather than at wait_timeout.
 			p.failWaiters("08006", "tenantproxy: cannot connect to the database server: "+p.dialErr)
 			e.failStarting("08006", "tenantproxy: cannot connect to the database server: "+p.dialErr)
@@ -220,7 +221,7 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 		return
 	}
 	p.dialFail = time.Time{}
-	b := &backend{e: e, pid: bc.PID, secret: bc.Secret, status: txIdle, created: e.l.now, lastUsed: e.l.now}
+	b := &backend{e: e, pid: bc.PID, secret: bc.Secret, status: txIdle, created: e.l.now, lastUsed: e.l.now, state: beNew}
 	b.c = sock{l: e.l, fd: bc.Fd}
 	if err := b.c.register(b); err != nil {
 		closeFd(bc.Fd)
@@ -228,7 +229,7 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 		e.log.Error("cannot register backend", zap.Error(err))
 		return
 	}
-	p.open++
+	p.count[beNew]++
 	e.m.Backends.WithLabelValues("idle").Inc()
 	if e.serverParams == nil {
 		e.setServerParams(bc.Params)
@@ -247,66 +248,16 @@ func (p *pool) failWaiters(code, msg string) {
 	}
 }
 
-// tick expires waits and idle backends.
-func (p *pool) tick() {
-	e := p.e
-	now := e.l.now
-	if p.waiting > 0 && e.cfg.WaitTimeout > 0 {
-		var expired []*Session
-		for _, t := range p.ring {
-			for _, s := range t.waiters {
-				if now.Sub(s.waitSince) > e.cfg.WaitTimeout {
-					expired = append(expired, s)
-				}
-			}
-		}
-		for _, s := range expired {
-			msg := fmt.Sprintf("tenantproxy: no server connection became free within [pool] wait_timeout (%s); [backend] pool_size is %d",
-				e.cfg.WaitTimeout, e.cfg.PoolSize)
-			if p.dialErr != "" && p.open < e.cfg.PoolSize {
-				msg += "; the last connection attempt failed: " + p.dialErr
-			}
-			s.fatal("53300", msg)
-		}
-		p.maybeDial()
-	}
-	var expired []*backend
-	keep := p.idle[:0]
-	for _, b := range p.idle {
-		if (e.cfg.IdleTimeout > 0 && now.Sub(b.lastUsed) > e.cfg.IdleTimeout) ||
-			(e.cfg.MaxLifetime > 0 && now.Sub(b.created) > e.cfg.MaxLifetime) {
-			expired = append(expired, b)
-			continue
-		}
-		keep = append(keep, b)
-	}
-	for i := len(keep); i < len(p.idle); i++ {
-		p.idle[i] = nil
-	}
-	p.idle = keep
-	for _, b := range expired {
-		b.close("idle_timeout or max_lifetime")
-	}
-}
-
-// removeIdle takes b out of the idle list if it is there.
+// removeIdle takes b out of the idle list; only backend.setState calls it. The search starts at the most
+// recently used end, where takeIdle usually finds the backend it leases.
 func (p *pool) removeIdle(b *backend) {
-	for i, x := range p.idle {
-		if x == b {
+	for i := len(p.idle) - 1; i >= 0; i-- {
+		if p.idle[i] == b {
 			copy(p.idle[i:], p.idle[i+1:])
 			p.idle[len(p.idle)-1] = nil
 			p.idle = p.idle[:len(p.idle)-1]
 			return
 		}
 	}
-}
-
-// shedIdle closes the least recently used idle backend, when this shard has one and nobody waits for it,
-// so that another shard of the Group can open one within the shared budget.
-func (p *pool) shedIdle() {
-	if p.waiting > 0 || len(p.idle) == 0 {
-		return
-	}
-	b := p.idle[0]
-	b.close("rebalance")
+	panic(fmt.Sprintf("BUG: backend %d is idle but not in the idle list", b.pid))
 }

@@ -79,14 +79,6 @@ type Session struct {
 	closeReason string
 }
 
-// setState moves the session to st and keeps the gauges right.
-func (s *Session) setState(st sessState) {
-	if s.state == stClosed {
-		panic(fmt.Sprintf("BUG: session %d: transition from closed to %s", s.pid, st))
-	}
-	s.state = st
-}
-
 func (s *Session) handleEvent(ev uint32) {
 	if s.state == stClosed {
 		return
@@ -255,7 +247,7 @@ func (s *Session) process(data []byte) int {
 // backend, or for in-flight replies); the message then stays buffered.
 func (s *Session) handle(t byte, msg []byte) bool {
 	body := msg[5:]
-	if s.be != nil && s.be.skipping && t != msgSync && t != msgTerminate {
+	if s.be != nil && s.be.q.skipping && t != msgSync && t != msgTerminate {
 		// After an error in an extended-protocol batch PostgreSQL discards every message until Sync,
 		// simple Queries included; so does the relay, before any of it reaches the server.
 		return true
@@ -555,17 +547,12 @@ func (s *Session) ensureLease() bool {
 
 // granted gives the session a backend; later is true when it had to wait for it.
 func (s *Session) granted(b *backend, later bool) {
-	s.be = b
-	b.client = s
-	b.state = beLeased
-	s.tenant.active++
-	s.setState(stActive)
+	s.e.lease(s, b)
 	if later {
 		s.e.m.LeaseWait.Observe(s.e.l.now.Sub(s.waitSince).Seconds())
 	} else {
 		s.e.m.LeaseWait.Observe(0)
 	}
-	s.e.leased++
 	if b.ctx != s.tenant.SetupSQL || b.settingsSQL != s.settingsSQL {
 		s.applyContext(b)
 	}
@@ -631,41 +618,10 @@ func (s *Session) onBackendIdle() {
 	s.flushAll()
 }
 
-// cancelWaiting answers a cancel request of a client whose query still waits for a backend: the query
-// (or the extended-protocol batch up to its Sync) is dropped and fails with 57014, as PostgreSQL would
-// cancel it.
-func (s *Session) cancelWaiting() {
-	off := 0
-	for len(s.in)-off >= 5 {
-		t := s.in[off]
-		n := 1 + int(binary.BigEndian.Uint32(s.in[off+1:]))
-		if n < 5 || len(s.in)-off < n {
-			break
-		}
-		off += n
-		if t == msgQuery || t == msgSync {
-			s.e.pool.unqueue(s)
-			s.setState(stIdle)
-			s.unsynced = false
-			s.in = s.in[:copy(s.in, s.in[off:])]
-			out := appendError(s.c.buf(), "ERROR", "57014", "canceling statement due to user request")
-			s.c.setBuf(appendReady(out, txIdle))
-			s.consumeIn()
-			s.flushAll()
-			return
-		}
-	}
-}
-
 // release ends the lease and hands the backend back to the pool.
 func (s *Session) release() {
-	b := s.be
-	s.be = nil
-	b.client = nil
-	s.tenant.active--
+	b := s.e.unlease(s)
 	s.tenant.counters.tx.Inc()
-	s.e.leased--
-	s.setState(stIdle)
 	s.e.pool.put(b)
 }
 
@@ -697,10 +653,8 @@ func (s *Session) terminate() {
 	if s.state == stWaiting {
 		s.e.pool.unqueue(s)
 	}
-	if b := s.be; b != nil {
-		s.be = nil
-		b.client = nil
-		s.tenant.active--
+	if s.be != nil {
+		b := s.e.unlease(s)
 		if s.e.cfg.Mode == "session" {
 			b.needReset = true
 		}
@@ -708,7 +662,7 @@ func (s *Session) terminate() {
 	}
 	s.c.flush()
 	s.c.close()
-	s.state = stClosed
+	s.setState(stClosed)
 	s.e.sessionClosed(s)
 }
 
