@@ -95,6 +95,7 @@ type backend struct {
 
 	// Context: the tenant setup and client settings currently applied on the server side ("" for none).
 	ctx         string
+	ctxTenant   *Tenant // whose context ctx is (nil for none), for the fair queue's affinity
 	settingsSQL string
 	prepared    map[uint64]*lruNode // server-side statements by id
 	lru         lruList
@@ -123,12 +124,14 @@ type backend struct {
 	// cancelDue is a client's cancel request that arrived while the relay's own statements (the tenant
 	// setup, a replayed Parse) were ahead of the client's in the queue: it is sent once the client's own
 	// request reaches the front, so that a cancel only ever cancels the client's statement.
-	cancelDue  bool
-	resetStep  resetStep // in beReset, the step under way
-	setupErr   string
-	needReset  bool // session state may survive: reset before the next tenant
-	verifyNext bool // run the tripwire's identity check when the backend is next idle
-	rolledBack bool // the last CommandComplete before ReadyForQuery was a ROLLBACK
+	cancelDue bool
+	resetStep resetStep // in beReset, the step under way
+	setupErr  string
+	needReset bool // session state may survive: reset before the next tenant
+	// closeNeeded marks a backend to close instead of serving again (admin RECONNECT, a changed context).
+	closeNeeded bool
+	verifyNext  bool // run the tripwire's identity check when the backend is next idle
+	rolledBack  bool // the last CommandComplete before ReadyForQuery was a ROLLBACK
 }
 
 const (
@@ -399,6 +402,11 @@ func (b *backend) onReady() {
 			s.pendingSets = s.pendingSets[:0]
 		}
 		b.settingsSQL = s.settingsSQL
+		if b.status == txIdle && !s.xactStart.IsZero() {
+			s.stats.XactCount++
+			s.stats.XactTime += b.e.l.now.Sub(s.xactStart)
+			s.xactStart = time.Time{}
+		}
 	}
 	b.rolledBack = false
 	b.pop()

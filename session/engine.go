@@ -70,6 +70,8 @@ type Engine struct {
 	drainBy      time.Time
 	drained      chan struct{}
 	closing      bool
+	pausedAll    bool      // admin PAUSE of every tenant: tenants added meanwhile start paused
+	waits        []waitFor // admin commands waiting for a condition (admin.go)
 }
 
 // New validates cfg and builds an Engine; Start runs it.
@@ -177,9 +179,15 @@ func (e *Engine) ownsPID(pid uint32) bool {
 func (e *Engine) Clients() int { return int(e.clients.Load()) }
 
 // SetTenants replaces the tenant catalog. Tenants keep their identity by name: sessions of a changed
-// tenant get the new context at their next lease; sessions of a removed or suspended tenant are closed
-// at their next lease.
+// tenant get the new context and limits at their next lease; sessions of a removed or suspended tenant
+// are closed at their next lease.
 func (e *Engine) SetTenants(ts []Tenant) {
+	e.setTenants(ts, nil)
+}
+
+// setTenants is SetTenants with the Group's shared per-tenant counts (nil for a standalone Engine, which
+// keeps its own).
+func (e *Engine) setTenants(ts []Tenant, shared map[string]*tenantShared) {
 	list := append([]Tenant(nil), ts...)
 	e.l.post(func() {
 		seen := make(map[string]bool, len(list))
@@ -188,9 +196,17 @@ func (e *Engine) SetTenants(ts []Tenant) {
 			seen[nt.Name] = true
 			if t := e.tenants[nt.Name]; t != nil {
 				t.Schema, t.SetupSQL, t.VerifySQL, t.AllowedSchemas, t.Suspended = nt.Schema, nt.SetupSQL, nt.VerifySQL, nt.AllowedSchemas, nt.Suspended
+				if t.Limits != nt.Limits {
+					t.Limits = nt.Limits
+					e.limitsChanged(t)
+				}
 				continue
 			}
-			t := &Tenant{Name: nt.Name, Schema: nt.Schema, SetupSQL: nt.SetupSQL, VerifySQL: nt.VerifySQL, AllowedSchemas: nt.AllowedSchemas, Suspended: nt.Suspended}
+			t := &Tenant{Name: nt.Name, Schema: nt.Schema, SetupSQL: nt.SetupSQL, VerifySQL: nt.VerifySQL, AllowedSchemas: nt.AllowedSchemas, Suspended: nt.Suspended, Limits: nt.Limits,
+				paused: e.pausedAll}
+			if t.shared = shared[t.Name]; t.shared == nil {
+				t.shared = new(tenantShared)
+			}
 			if c := e.counters[t.Name]; c != nil {
 				t.counters = c
 			} else {
@@ -205,6 +221,7 @@ func (e *Engine) SetTenants(ts []Tenant) {
 				delete(e.tenants, name)
 			}
 		}
+		e.pool.dispatch() // a raised limit may let waiters in
 	})
 }
 
@@ -262,9 +279,12 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 		s.fatal("3D000", fmt.Sprintf("tenantproxy: tenant %q does not exist", info.Tenant))
 		return
 	}
-	s.tenant = t
 	if e.closing || e.draining {
+		s.tenant = t
 		s.fatal("57P01", "tenantproxy: the proxy is shutting down")
+		return
+	}
+	if !e.admit(s, t) {
 		return
 	}
 	if e.serverParams == nil && e.g != nil {
@@ -327,6 +347,7 @@ func (e *Engine) setServerParams(p map[string]string) {
 // backendClosed updates the pool after a backend connection ended.
 func (e *Engine) backendClosed(b *backend, reason string) {
 	b.setState(beClosed)
+	e.checkWaits()
 	e.unreserve()
 	e.m.BackendClose.WithLabelValues(closeReasonLabel(reason)).Inc()
 	e.log.Debug("backend closed", zap.Uint32("backend_pid", b.pid), zap.String("reason", reason))
@@ -371,6 +392,11 @@ func (e *Engine) audit(msg string, s *Session, fields ...zap.Field) {
 
 // sessionClosed forgets a closed session.
 func (e *Engine) sessionClosed(s *Session) {
+	if t := s.tenant; t.shared != nil {
+		t.shared.clients.Add(-1)
+		t.clients--
+		t.stats.add(s.liveStats())
+	}
 	delete(e.sessions, s.pid)
 	s.dropStatements()
 	e.clients.Add(-1)
@@ -418,6 +444,10 @@ func (e *Engine) close() {
 	finished := make(chan struct{})
 	if e.l.post(func() {
 		e.closing = true
+		for _, w := range e.waits {
+			close(w.done) // nothing more will happen that an admin command waits for
+		}
+		e.waits = nil
 		for _, s := range e.sessions {
 			s.fatal("57P01", "tenantproxy: the proxy is shutting down")
 		}

@@ -13,6 +13,7 @@ func (s *Session) parse(msg []byte) bool {
 		s.fatal("08P01", "tenantproxy: malformed Parse message")
 		return true
 	}
+	s.stats.ParseCount++
 	orig := s.check(query, true)
 	if s.be == nil && s.parseLocally(name, query, types, orig) {
 		return true
@@ -204,6 +205,7 @@ func (s *Session) bind(msg []byte) bool {
 	if !s.ensureLease() {
 		return false
 	}
+	s.stats.BindCount++
 	s.unsynced = true
 	b := s.be
 	st := s.lookupStmt(name)
@@ -305,6 +307,7 @@ func (s *Session) execute(msg []byte) bool {
 	}
 	s.be.c.queue(msg)
 	s.be.push(o)
+	s.stats.QueryCount++
 	return true
 }
 

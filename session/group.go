@@ -31,7 +31,8 @@ type Group struct {
 	stats  [][len(backendStates)]atomic.Int64 // per shard, the backends in each state
 
 	mu     sync.Mutex
-	params map[string]string // the server's parameters, as the first backend of any shard reported them
+	params map[string]string        // the server's parameters, as the first backend of any shard reported them
+	shared map[string]*tenantShared // per tenant, the counts its limits apply to, by name
 }
 
 // backendStates are the state labels of the backend gauge.
@@ -104,10 +105,25 @@ func (g *Group) Start() {
 	}
 }
 
-// SetTenants replaces the tenant catalog of every shard.
+// SetTenants replaces the tenant catalog of every shard. A tenant's counts that its limits apply to are
+// shared by the shards.
 func (g *Group) SetTenants(ts []Tenant) {
+	g.mu.Lock()
+	if g.shared == nil {
+		g.shared = make(map[string]*tenantShared, len(ts))
+	}
+	shared := make(map[string]*tenantShared, len(ts))
+	for _, t := range ts {
+		sh := g.shared[t.Name]
+		if sh == nil {
+			sh = new(tenantShared)
+		}
+		shared[t.Name] = sh
+	}
+	g.shared = shared
+	g.mu.Unlock()
 	for _, e := range g.shards {
-		e.SetTenants(ts)
+		e.setTenants(ts, shared)
 	}
 }
 
@@ -142,14 +158,7 @@ func (g *Group) Drain(timeout time.Duration) <-chan struct{} {
 	for i, e := range g.shards {
 		chans[i] = e.Drain(timeout)
 	}
-	done := make(chan struct{})
-	go func() {
-		for _, c := range chans {
-			<-c
-		}
-		close(done)
-	}()
-	return done
+	return whenAll(chans)
 }
 
 // Close closes every shard; safe to call more than once.

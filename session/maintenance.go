@@ -19,6 +19,7 @@ func (e *Engine) tick() {
 		}
 	}
 	e.publishBackends()
+	e.checkWaits()
 	if e.starved.Load() && e.pool.waiting > 0 {
 		e.g.shed(e.shard) // sessions waited a tick: ask the other shards for their idle backends
 	}
@@ -50,13 +51,11 @@ func (p *pool) tick() {
 	now := e.l.now
 	if p.waiting > 0 && e.cfg.WaitTimeout > 0 {
 		var expired []*Session
-		for _, t := range p.ring {
-			for _, s := range t.waiters {
-				if now.Sub(s.waitSince) > e.cfg.WaitTimeout {
-					expired = append(expired, s)
-				}
+		p.eachWaiter(func(s *Session) {
+			if now.Sub(s.waitSince) > e.cfg.WaitTimeout {
+				expired = append(expired, s)
 			}
-		}
+		})
 		for _, s := range expired {
 			msg := fmt.Sprintf("tenantproxy: no server connection became free within [pool] wait_timeout (%s); [backend] pool_size is %d",
 				e.cfg.WaitTimeout, e.cfg.PoolSize)

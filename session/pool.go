@@ -9,15 +9,17 @@ import (
 )
 
 // pool is the one shared pool of backends, owned by the loop. Sessions wait in a fair queue: one FIFO per
-// tenant, served round-robin across tenants, with a per-tenant cap on backends held at once, so a noisy
-// tenant cannot starve the others.
+// tenant, served by weighted round robin across the tenants that wait (a tenant of weight w is served w
+// times per round), with a per-tenant cap on backends held at once, so a noisy tenant cannot starve the
+// others. A freed backend goes first to a waiter of the tenant whose context it carries, which saves the
+// switch, but only while that tenant has turns left in the round: affinity never buys more than the
+// tenant's share.
 type pool struct {
 	e        *Engine
 	idle     []*backend       // the backends in beIdle, most recently used last (backend.setState keeps it)
 	count    [numBeStates]int // backends per state (backend.setState keeps it; beClosed is not counted)
 	dialing  int
-	ring     []*Tenant // tenants with waiters
-	rr       int
+	queue
 	waiting  int
 	dialErr  string
 	dialFail time.Time
@@ -28,26 +30,33 @@ func (p *pool) opened() int {
 	return p.count[beNew] + p.count[beIdle] + p.count[beLeased] + p.count[beCancelWait] + p.count[beReset]
 }
 
-// tenantCap is how many backends one tenant may hold.
-func (p *pool) tenantCap() int {
-	if c := p.e.cfg.TenantMaxBackends; c > 0 && c < p.e.cfg.PoolSize {
-		return c
+// tenantCap is how many backends tenant t may hold in this Engine: its own limit, else the pool's, split
+// between the shards of a Group (each holds at least one).
+func (p *pool) tenantCap(t *Tenant) int {
+	c := t.Limits.MaxBackends
+	if c <= 0 {
+		c = p.e.cfg.TenantMaxBackends
 	}
-	return p.e.cfg.PoolSize
+	if c <= 0 || c >= p.e.cfg.PoolSize {
+		return p.e.cfg.PoolSize
+	}
+	if g := p.e.g; g != nil && t.Limits.MaxBackends > 0 {
+		// The Group already split the pool-wide default (NewGroup); a tenant's own limit is split here.
+		c /= len(g.shards)
+		if c < 1 {
+			c = 1
+		}
+	}
+	return c
 }
 
 // acquire returns an idle backend for s now, or nil after queueing s (and dialing when there is room).
 func (p *pool) acquire(s *Session) *backend {
 	t := s.tenant
-	if t.active < p.tenantCap() && len(t.waiters) == 0 && len(p.idle) > 0 {
+	if t.active < p.tenantCap(t) && len(t.waiters) == 0 && len(p.idle) > 0 {
 		return p.takeIdle(s)
 	}
-	t.waiters = append(t.waiters, s)
-	p.waiting++
-	if !t.inRing {
-		t.inRing = true
-		p.ring = append(p.ring, t)
-	}
+	p.enqueue(s)
 	p.maybeDial()
 	return nil
 }
@@ -88,76 +97,28 @@ func (p *pool) put(b *backend) {
 		b.close("max_lifetime")
 		return
 	}
+	if b.closeNeeded {
+		b.close("reconnect")
+		return
+	}
 	b.setState(beIdle)
-	if s := p.nextWaiter(); s != nil {
+	if s := p.nextWaiter(b); s != nil {
 		s.granted(b, true)
 	}
 }
 
-// nextWaiter takes the next waiting session, round-robin across tenants under their cap.
-func (p *pool) nextWaiter() *Session {
-	if p.waiting == 0 {
-		return nil
+// dispatch hands idle backends to waiters that may now have them: after a tenant's RESUME or a raised
+// limit.
+func (p *pool) dispatch() {
+	for len(p.idle) > 0 && p.waiting > 0 {
+		b := p.idle[len(p.idle)-1]
+		s := p.nextWaiter(b)
+		if s == nil {
+			return
+		}
+		s.granted(b, true)
 	}
-	capN := p.tenantCap()
-	for i := 0; i < len(p.ring); i++ {
-		idx := (p.rr + i) % len(p.ring)
-		t := p.ring[idx]
-		if t.active >= capN || len(t.waiters) == 0 {
-			continue
-		}
-		s := t.waiters[0]
-		copy(t.waiters, t.waiters[1:])
-		t.waiters[len(t.waiters)-1] = nil
-		t.waiters = t.waiters[:len(t.waiters)-1]
-		p.waiting--
-		if len(t.waiters) == 0 {
-			p.dropFromRing(idx)
-			p.rr = idx
-		} else {
-			p.rr = idx + 1
-		}
-		if len(p.ring) > 0 {
-			p.rr %= len(p.ring)
-		} else {
-			p.rr = 0
-		}
-		return s
-	}
-	return nil
-}
-
-func (p *pool) dropFromRing(idx int) {
-	t := p.ring[idx]
-	t.inRing = false
-	copy(p.ring[idx:], p.ring[idx+1:])
-	p.ring[len(p.ring)-1] = nil
-	p.ring = p.ring[:len(p.ring)-1]
-}
-
-// unqueue removes a waiting session that went away.
-func (p *pool) unqueue(s *Session) {
-	t := s.tenant
-	for i, w := range t.waiters {
-		if w == s {
-			copy(t.waiters[i:], t.waiters[i+1:])
-			t.waiters[len(t.waiters)-1] = nil
-			t.waiters = t.waiters[:len(t.waiters)-1]
-			p.waiting--
-			break
-		}
-	}
-	if len(t.waiters) == 0 && t.inRing {
-		for i, r := range p.ring {
-			if r == t {
-				p.dropFromRing(i)
-				break
-			}
-		}
-		if p.rr >= len(p.ring) {
-			p.rr = 0
-		}
-	}
+	p.maybeDial()
 }
 
 // maybeDial opens another backend when sessions wait and the pool has room. After a failed attempt it
@@ -236,16 +197,6 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 	}
 	p.put(b)
 	p.maybeDial()
-}
-
-// failWaiters ends every queued session with an error.
-func (p *pool) failWaiters(code, msg string) {
-	for len(p.ring) > 0 {
-		t := p.ring[0]
-		for len(t.waiters) > 0 {
-			t.waiters[0].fatal(code, msg) // fatal unqueues
-		}
-	}
 }
 
 // removeIdle takes b out of the idle list; only backend.setState calls it. The search starts at the most

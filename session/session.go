@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,6 +78,19 @@ type Session struct {
 	unnamedSeq  uint64              // that backend's unnamedSeq right after
 	portals     map[string]*stmt    // portals bound to statements with SETs or emulation
 	closeReason string
+
+	// Statistics (pgbouncer's SHOW STATS and SHOW CLIENTS): kept on the session, where the hot path
+	// already is, and added to its tenant's when it closes (liveStats).
+	stats       TenantStats
+	xactStart   time.Time // when the open transaction's first message went to a backend
+	lastRequest time.Time // when the client last sent something
+}
+
+// liveStats is the session's statistics now.
+func (s *Session) liveStats() TenantStats {
+	st := s.stats
+	st.BytesSent = s.c.sent
+	return st
 }
 
 func (s *Session) handleEvent(ev uint32) {
@@ -116,6 +130,8 @@ func (s *Session) handleEvent(ev uint32) {
 		if n == 0 {
 			return
 		}
+		s.stats.BytesReceived += int64(n)
+		s.lastRequest = l.now
 		data := l.rbuf[:n]
 		k := s.process(data)
 		if k < n && s.state != stClosed {
@@ -136,6 +152,8 @@ func (s *Session) handleEvent(ev uint32) {
 			s.gone(err.Error())
 			return
 		}
+		s.stats.BytesReceived += int64(n)
+		s.lastRequest = l.now
 		s.in = s.in[:len(s.in)+n]
 		s.consumeIn()
 	}
@@ -358,6 +376,7 @@ func (s *Session) query(sql string, msg []byte) bool {
 	}
 	s.be.push(op{kind: opQuery, sets: v.Sets})
 	s.be.unnamedSeq++
+	s.stats.QueryCount++
 	return true
 }
 
@@ -441,6 +460,7 @@ func reservedStmtName(name string) bool {
 // once the client's batch is done, since the client just tried something.
 func (s *Session) refuse(kind opKind, code, message, sql string) {
 	s.tenant.counters.refused.Inc()
+	s.stats.Refused++
 	fields := []zap.Field{zap.String("sqlstate", code), zap.String("reason", message), zap.String("fingerprint", fingerprint(sql))}
 	if s.e.cfg.AuditStatementText {
 		fields = append(fields, zap.String("statement", sql))
@@ -521,6 +541,9 @@ func (s *Session) pinFor(what string) {
 
 // ensureLease makes sure the session holds a backend; false means it now waits in the queue.
 func (s *Session) ensureLease() bool {
+	if s.xactStart.IsZero() {
+		s.xactStart = s.e.l.now
+	}
 	if b := s.be; b != nil {
 		// A held backend (session pooling, a pin, an open transaction) gets the client's settings again
 		// after an emulated RESET ALL or DISCARD ALL changed them, once nothing is in flight.
@@ -536,6 +559,12 @@ func (s *Session) ensureLease() bool {
 		s.fatal("57P01", fmt.Sprintf("tenantproxy: tenant %q is suspended", s.tenant.Name))
 		return false
 	}
+	if s.tenant.paused {
+		s.e.pool.enqueue(s)
+		s.setState(stWaiting)
+		s.waitSince = s.e.l.now
+		return false
+	}
 	if b := s.e.pool.acquire(s); b != nil {
 		s.granted(b, false)
 		return true
@@ -548,8 +577,11 @@ func (s *Session) ensureLease() bool {
 // granted gives the session a backend; later is true when it had to wait for it.
 func (s *Session) granted(b *backend, later bool) {
 	s.e.lease(s, b)
+	s.stats.ServerAssignments++
 	if later {
-		s.e.m.LeaseWait.Observe(s.e.l.now.Sub(s.waitSince).Seconds())
+		w := s.e.l.now.Sub(s.waitSince)
+		s.stats.WaitTime += w
+		s.e.m.LeaseWait.Observe(w.Seconds())
 	} else {
 		s.e.m.LeaseWait.Observe(0)
 	}
@@ -584,9 +616,11 @@ func (s *Session) applyContext(b *backend) {
 	b.c.setBuf(endMsg(m, st))
 	b.push(op{kind: opQuery, swallow: true})
 	b.ctx = s.tenant.SetupSQL
+	b.ctxTenant = s.tenant
 	b.settingsSQL = s.settingsSQL
 	b.setupErr = ""
 	s.e.m.Switches.Inc()
+	s.stats.Switches++
 	if r := s.e.cfg.TripwireSampleRate; r > 0 && float64(s.e.rng.Uint64()>>11)/(1<<53) < r {
 		b.verifyNext = true
 	}
@@ -595,6 +629,7 @@ func (s *Session) applyContext(b *backend) {
 // onBackendIdle runs when every reply the backend owed has arrived.
 func (s *Session) onBackendIdle() {
 	b := s.be
+	s.stats.QueryTime += s.e.l.now.Sub(b.busySince)
 	if b.verifyNext && !s.unsynced && b.status != txFailed && b.cancels == 0 {
 		if s.tenant.VerifySQL == "" {
 			b.verifyNext = false
@@ -623,6 +658,7 @@ func (s *Session) release() {
 	b := s.e.unlease(s)
 	s.tenant.counters.tx.Inc()
 	s.e.pool.put(b)
+	s.e.checkWaits()
 }
 
 // gone handles a client that disappeared.
@@ -744,10 +780,21 @@ func (s *Session) applySets(sets []Setting) {
 	s.rebuildSettingsSQL()
 }
 
+// rebuildSettingsSQL writes the SET statements that give a backend the client's settings. The tenant's
+// statement_timeout applies unless the client set a lower one.
 func (s *Session) rebuildSettingsSQL() {
-	names := make([]string, 0, len(s.settings))
+	names := make([]string, 0, len(s.settings)+1)
 	for k := range s.settings {
 		names = append(names, k)
+	}
+	limit := time.Duration(0)
+	if s.tenant != nil {
+		limit = s.tenant.Limits.StatementTimeout
+	}
+	if limit > 0 {
+		if _, ok := s.settings["statement_timeout"]; !ok {
+			names = append(names, "statement_timeout")
+		}
 	}
 	sort.Strings(names)
 	var sb strings.Builder
@@ -755,7 +802,13 @@ func (s *Session) rebuildSettingsSQL() {
 		sb.WriteString("SET ")
 		sb.WriteString(pgident.Quote(k))
 		sb.WriteString(" TO ")
-		for i, v := range s.settings[k] {
+		values := s.settings[k]
+		if k == "statement_timeout" && limit > 0 {
+			if len(values) != 1 || !timeoutWithin(values[0], limit) {
+				values = []string{strconv.FormatInt(limit.Milliseconds(), 10)}
+			}
+		}
+		for i, v := range values {
 			if i > 0 {
 				sb.WriteString(", ")
 			}
@@ -764,4 +817,37 @@ func (s *Session) rebuildSettingsSQL() {
 		sb.WriteString("; ")
 	}
 	s.settingsSQL = sb.String()
+}
+
+// timeoutWithin reports whether a statement_timeout value, in PostgreSQL's syntax (a number of
+// milliseconds, or a number with one of the units us, ms, s, min, h, d), is positive and at most max.
+// Anything it cannot read counts as above: the cap applies.
+func timeoutWithin(v string, max time.Duration) bool {
+	v = strings.TrimSpace(v)
+	i := 0
+	for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	n, err := strconv.ParseFloat(v[:i], 64)
+	if err != nil || n <= 0 {
+		return false
+	}
+	var u time.Duration
+	switch strings.ToLower(strings.TrimSpace(v[i:])) {
+	case "", "ms":
+		u = time.Millisecond
+	case "us":
+		u = time.Microsecond
+	case "s":
+		u = time.Second
+	case "min":
+		u = time.Minute
+	case "h":
+		u = time.Hour
+	case "d":
+		u = 24 * time.Hour
+	default:
+		return false
+	}
+	return time.Duration(n*float64(u)) <= max
 }

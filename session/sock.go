@@ -16,6 +16,7 @@ type sock struct {
 	events uint32 // what epoll watches now
 	closed bool
 	err    error // first write error
+	sent   int64 // bytes written, for the statistics
 }
 
 func (s *sock) register(h handler) error {
@@ -99,6 +100,7 @@ func (s *sock) write(b []byte) int {
 		n, e := rawWrite(s.fd, b)
 		switch {
 		case e == 0:
+			s.sent += int64(n)
 			return n
 		case e == syscall.EINTR:
 			continue

@@ -24,12 +24,61 @@ type Tenant struct {
 	AllowedSchemas []string
 	// Suspended tenants get no new leases.
 	Suspended bool
+	// Limits are the tenant's own limits; they change at runtime through SetTenants or the Engine's
+	// setters and take effect at the next lease or connection, without dropping anyone.
+	Limits TenantLimits
 
 	// The fields below belong to the loop.
 	active   int        // backends leased by this tenant's sessions now
 	waiters  []*Session // FIFO of sessions waiting for a backend
-	inRing   bool       // listed in the pool's ring of tenants with waiters
+	// ringPrev and ringNext link the tenant into the fair queue's ring of tenants with waiters.
+	ringPrev, ringNext *Tenant
+	turns              int // grants left in its turn of the weighted round (queue.nextWaiter)
 	counters *tenantCounters
+	shared   *tenantShared // what the shards of a Group count together
+	clients  int           // sessions of this tenant attached to this Engine
+	paused   bool          // admin PAUSE: no new leases until RESUME
+	disabled bool          // admin DISABLE: no new clients until ENABLE
+	stats    TenantStats   // of the sessions that closed; live sessions' are added at snapshot time
+}
+
+// TenantLimits are one tenant's limits. Zero means the pool's default for that limit.
+type TenantLimits struct {
+	// Weight is the tenant's share of the backends freed while several tenants wait: a tenant of weight
+	// 2 is served twice per round of the fair queue where one of weight 1 is served once (default 1).
+	Weight int
+	// MaxBackends caps the backends the tenant holds at once (default Config.TenantMaxBackends).
+	MaxBackends int
+	// MaxClients caps the tenant's attached clients (default Config.TenantMaxClients; 0 there: none).
+	MaxClients int
+	// StatementTimeout is applied to the tenant's leases; a client's own statement_timeout may only be
+	// lower (0: none).
+	StatementTimeout time.Duration
+}
+
+// TenantStats are the counters of a tenant's traffic, in the units of pgbouncer's SHOW STATS.
+type TenantStats struct {
+	XactCount, QueryCount         int64 // transactions and statements completed
+	BytesReceived, BytesSent      int64 // from and to the clients
+	XactTime, QueryTime, WaitTime time.Duration
+	ServerAssignments             int64 // leases of a backend
+	ParseCount, BindCount         int64 // extended-protocol Parse and Bind messages
+	Refused, Switches             int64 // statements the guard refused; leases that applied the context
+}
+
+func (a *TenantStats) add(b TenantStats) {
+	a.XactCount += b.XactCount
+	a.QueryCount += b.QueryCount
+	a.BytesReceived += b.BytesReceived
+	a.BytesSent += b.BytesSent
+	a.XactTime += b.XactTime
+	a.QueryTime += b.QueryTime
+	a.WaitTime += b.WaitTime
+	a.ServerAssignments += b.ServerAssignments
+	a.ParseCount += b.ParseCount
+	a.BindCount += b.BindCount
+	a.Refused += b.Refused
+	a.Switches += b.Switches
 }
 
 // ClientInfo is what the front door learned about a client before handing it to the Engine.
@@ -139,10 +188,12 @@ type Config struct {
 	Mode              string
 	PoolSize          int
 	TenantMaxBackends int
-	MaxClients        int
-	WaitTimeout       time.Duration
-	IdleTimeout       time.Duration
-	MaxLifetime       time.Duration
+	// TenantMaxClients caps each tenant's attached clients unless the tenant has its own limit (0: none).
+	TenantMaxClients int
+	MaxClients       int
+	WaitTimeout      time.Duration
+	IdleTimeout      time.Duration
+	MaxLifetime      time.Duration
 	// QueryTimeout closes a leased backend that sends nothing for this long while a reply is due.
 	QueryTimeout          time.Duration
 	MaxMessageSize        int
@@ -160,4 +211,12 @@ type Config struct {
 	Guard    Guard
 	Logger   *zap.Logger
 	Metrics  *Metrics
+}
+
+// weight is the tenant's weight in the fair queue.
+func (t *Tenant) weight() int {
+	if t.Limits.Weight > 0 {
+		return t.Limits.Weight
+	}
+	return 1
 }
