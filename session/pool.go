@@ -15,10 +15,10 @@ import (
 // switch, but only while that tenant has turns left in the round: affinity never buys more than the
 // tenant's share.
 type pool struct {
-	e        *Engine
-	idle     []*backend       // the backends in beIdle, most recently used last (backend.setState keeps it)
-	count    [numBeStates]int // backends per state (backend.setState keeps it; beClosed is not counted)
-	dialing  int
+	e       *Engine
+	idle    []*backend       // the backends in beIdle, most recently used last (backend.setState keeps it)
+	count   [numBeStates]int // backends per state (backend.setState keeps it; beClosed is not counted)
+	dialing int
 	queue
 	waiting  int
 	dialErr  string

@@ -29,17 +29,17 @@ type Tenant struct {
 	Limits TenantLimits
 
 	// The fields below belong to the loop.
-	active   int        // backends leased by this tenant's sessions now
-	waiters  []*Session // FIFO of sessions waiting for a backend
+	active  int        // backends leased by this tenant's sessions now
+	waiters []*Session // FIFO of sessions waiting for a backend
 	// ringPrev and ringNext link the tenant into the fair queue's ring of tenants with waiters.
 	ringPrev, ringNext *Tenant
 	turns              int // grants left in its turn of the weighted round (queue.nextWaiter)
-	counters *tenantCounters
-	shared   *tenantShared // what the shards of a Group count together
-	clients  int           // sessions of this tenant attached to this Engine
-	paused   bool          // admin PAUSE: no new leases until RESUME
-	disabled bool          // admin DISABLE: no new clients until ENABLE
-	stats    TenantStats   // of the sessions that closed; live sessions' are added at snapshot time
+	counters           *tenantCounters
+	shared             *tenantShared // what the shards of a Group count together
+	clients            int           // sessions of this tenant attached to this Engine
+	paused             bool          // admin PAUSE: no new leases until RESUME
+	disabled           bool          // admin DISABLE: no new clients until ENABLE
+	stats              TenantStats   // of the sessions that closed; live sessions' are added at snapshot time
 }
 
 // TenantLimits are one tenant's limits. Zero means the pool's default for that limit.
