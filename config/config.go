@@ -133,6 +133,9 @@ type Pool struct {
 	// TenantMaxBackends caps the backends one tenant may hold at once (0: pool_size), so a noisy tenant
 	// cannot starve the others.
 	TenantMaxBackends int `toml:"tenant_max_backends"`
+	// TenantMaxClients caps the clients one tenant may have connected at once (0: no cap beyond
+	// max_client_conn); a tenant's own [[tenants]] max_clients overrides it.
+	TenantMaxClients int `toml:"tenant_max_clients"`
 	// ShutdownTimeout is how long SIGTERM waits for open transactions before closing clients.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 }
@@ -171,6 +174,14 @@ type Tenant struct {
 	Schema string `toml:"schema"`
 	// Suspended tenants get no new sessions.
 	Suspended bool `toml:"suspended"`
+	// MaxClients, MaxBackends, Weight and StatementTimeout are the tenant's own limits (0: the [pool]
+	// defaults). They change at runtime (SIGHUP, the admin console) without dropping anyone.
+	MaxClients  int `toml:"max_clients"`
+	MaxBackends int `toml:"max_backends"`
+	// Weight is the tenant's share of freed backends while tenants wait (default 1).
+	Weight int `toml:"weight"`
+	// StatementTimeout applies to the tenant's transactions unless a client sets a lower one.
+	StatementTimeout Duration `toml:"statement_timeout"`
 }
 
 // User is one client identity.
@@ -373,6 +384,9 @@ func (c *Config) Validate() error {
 	if c.Pool.TenantMaxBackends < 0 {
 		bad("[pool] tenant_max_backends", "must not be negative")
 	}
+	if c.Pool.TenantMaxClients < 0 {
+		bad("[pool] tenant_max_clients", "must not be negative")
+	}
 	oneOf("[auth] method", c.Auth.Method, AuthTrust, AuthPassword, AuthMD5, AuthSCRAM)
 	for _, r := range c.Tenancy.Resolve {
 		oneOf("[tenancy] resolve", r, "user", "database")
@@ -402,6 +416,17 @@ func (c *Config) Validate() error {
 		seenT[t.Name] = true
 		if err := pgident.ValidateName(t.Schema); err != nil {
 			bad(fmt.Sprintf("[[tenants]] %s schema", t.Name), "%v", err)
+		}
+		for _, l := range []struct {
+			key string
+			v   int
+		}{{"max_clients", t.MaxClients}, {"max_backends", t.MaxBackends}, {"weight", t.Weight}} {
+			if l.v < 0 {
+				bad(fmt.Sprintf("[[tenants]] %s %s", t.Name, l.key), "must not be negative, got %d", l.v)
+			}
+		}
+		if t.StatementTimeout.Duration < 0 {
+			bad(fmt.Sprintf("[[tenants]] %s statement_timeout", t.Name), "must not be negative")
 		}
 	}
 	seenU := map[string]bool{}

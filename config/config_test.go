@@ -65,6 +65,10 @@ func TestParseRejectsBadInputNamingTheKey(t *testing.T) {
 		{"tls require without files", minimal + "\n[listen]\ntls_mode = \"require\"\n", "[listen] tls_mode"},
 		{"syntax error", "[listen\naddr = 1", "line"},
 		{"duplicate tenant", minimal + "\n[[tenants]]\nname = \"acme\"\n", "listed twice"},
+		{"negative tenant weight", strings.Replace(minimal, `name = "acme"`, "name = \"acme\"\nweight = -1", 1), "[[tenants]] acme weight"},
+		{"negative tenant max_clients", strings.Replace(minimal, `name = "acme"`, "name = \"acme\"\nmax_clients = -2", 1), "[[tenants]] acme max_clients"},
+		{"bad tenant statement_timeout", strings.Replace(minimal, `name = "acme"`, "name = \"acme\"\nstatement_timeout = \"later\"", 1), "later"},
+		{"negative tenant_max_clients", strings.Replace(minimal, "[auth]", "[pool]\ntenant_max_clients = -1\n[auth]", 1), "[pool] tenant_max_clients"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,7 +13,8 @@ func RelayTenants(c *config.Config, ts []config.Tenant) []session.Tenant {
 	for _, t := range ts {
 		x := policy.ContextFor(c, t)
 		out = append(out, session.Tenant{Name: t.Name, Schema: t.Schema, SetupSQL: x.SetupSQL(), VerifySQL: x.VerifySQL(c.Backend.User),
-			AllowedSchemas: x.AllowedSchemas(), Suspended: t.Suspended})
+			AllowedSchemas: x.AllowedSchemas(), Suspended: t.Suspended,
+			Limits: session.TenantLimits{MaxClients: t.MaxClients, MaxBackends: t.MaxBackends, Weight: t.Weight, StatementTimeout: t.StatementTimeout.Duration}})
 	}
 	return out
 }

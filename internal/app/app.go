@@ -65,7 +65,8 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	guard := policy.NewGuard(policy.GuardConfig{TenantSetting: cfg.Tenancy.Setting})
 	engine, err := session.NewGroup(session.Config{
 		Mode: cfg.Pool.Mode, PoolSize: cfg.Backend.PoolSize, TenantMaxBackends: cfg.Pool.TenantMaxBackends,
-		MaxClients: cfg.Pool.MaxClientConn, WaitTimeout: cfg.Pool.WaitTimeout.Duration,
+		TenantMaxClients: cfg.Pool.TenantMaxClients,
+		MaxClients:       cfg.Pool.MaxClientConn, WaitTimeout: cfg.Pool.WaitTimeout.Duration,
 		IdleTimeout: cfg.Backend.IdleTimeout.Duration, MaxLifetime: cfg.Backend.MaxLifetime.Duration,
 		QueryTimeout: cfg.Backend.QueryTimeout.Duration, MaxMessageSize: cfg.Listen.MaxMessageSize,
 		MaxPreparedStatements:       cfg.Pool.MaxPreparedStatements,
