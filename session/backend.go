@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/tenantproxy/tenantproxy/policy"
 )
 
@@ -39,6 +40,12 @@ type op struct {
 	verify  bool // the tripwire's identity check: its one row must be true
 	quiet   bool // an error is expected (the relay's own abort of a batch) and ignored
 	replay  bool // a Parse the relay replays: its success is swallowed, its error is the client's
+	// setup and carried describe a simple Query that carries the tenant switch ahead of the client's
+	// statement (applyContext): setup counts the switch's statements whose replies are still due (the
+	// relay's own), carried is the byte length of the switch, by which the Position of an error in the
+	// client's statement is corrected.
+	setup   int
+	carried int
 	errored bool
 }
 
@@ -282,6 +289,11 @@ func (b *backend) classify(t byte) uint8 {
 			return actDrop
 		}
 		return actCapture
+	}
+	if h := b.headOp(); h != nil && h.setup > 0 {
+		return actDrop // the replies of a carried switch's statements are the relay's
+	}
+	switch t {
 	case msgCommandComplete:
 		if b.client != nil && (len(b.client.pendingSets) > 0 || (b.headOp() != nil && len(b.headOp().sets) > 0)) {
 			return actCapture // its tag tells whether the transaction was rolled back
@@ -328,6 +340,10 @@ func (b *backend) endMessage() {
 			b.c.flush()
 		}
 	case msgCommandComplete:
+		if h := b.headOp(); h != nil && h.setup > 0 {
+			h.setup--
+			return
+		}
 		b.copyIn = false
 		if b.action == actCapture {
 			b.rolledBack = string(b.capture[5:]) == "ROLLBACK\x00"
@@ -379,7 +395,11 @@ func (b *backend) onReady() {
 		return
 	}
 	forward := !h.swallow && b.client != nil
-	if h.swallow && b.setupErr != "" {
+	if h.carried > 0 && h.errored && b.setupErr == "" {
+		// The client's statement failed, and the server undid the switch it carried.
+		b.ctx, b.ctxTenant = ctxUnknown, nil
+	}
+	if (h.swallow || h.carried > 0) && b.setupErr != "" {
 		// The tenant context could not be applied: the backend is unusable for this client.
 		msg := b.setupErr
 		b.pop()
@@ -443,11 +463,17 @@ func (b *backend) onError() {
 		if b.client != nil {
 			b.client.c.queue(b.capture)
 		}
-	case h.swallow:
+	case h.setup > 0 && code == pgerrcode.QueryCanceled && b.client != nil:
+		// The client's cancel reached its Query while the switch it carried still ran: the client's
+		// statement is cancelled, as it asked, and the server undid the switch (onReady).
+		b.client.c.queue(b.capture)
+	case h.swallow || h.setup > 0:
 		if b.setupErr == "" {
 			b.setupErr = code + " " + msg
 		}
 		b.e.log.Warn("backend setup statement failed", zap.Uint32("backend_pid", b.pid), zap.String("sqlstate", code), zap.String("error", msg))
+	case b.client != nil && h.carried > 0:
+		b.client.c.setBuf(appendShiftedError(b.client.c.buf(), b.capture, h.carried))
 	case b.client != nil:
 		b.client.c.queue(b.capture)
 	}
@@ -515,7 +541,7 @@ func (b *backend) onParameterStatus() {
 		return
 	}
 	h := b.headOp()
-	if b.client != nil && (h == nil || !h.swallow) {
+	if b.client != nil && (h == nil || (!h.swallow && h.setup == 0)) {
 		b.client.c.queue(b.capture)
 	}
 }

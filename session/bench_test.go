@@ -3,9 +3,11 @@ package session_test
 import (
 	"context"
 	"encoding/binary"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
@@ -261,4 +263,58 @@ func BenchmarkRelayExtendedPrepared(b *testing.B) {
 			transact(b, c, req, b.N)
 		})
 	}
+}
+
+// BenchmarkIdleClientHeap reports the relay's heap per idle attached client (bytes/client): what
+// idle.sh measures from outside as resident memory, without the runtime's and the kernel's share.
+func BenchmarkIdleClientHeap(b *testing.B) {
+	fs := newFakeServer()
+	cfg := session.Config{Mode: "transaction", PoolSize: 1, WaitTimeout: 10 * time.Second, MaxPreparedStatements: 100,
+		PoolRole: poolRole, Dialer: fs, Guard: newGuard(), Logger: zap.NewNop()}
+	e, err := session.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.SetTenants([]session.Tenant{testTenant("acme")})
+	e.Start()
+	defer func() { e.Close(); fs.close(b) }()
+	const n = 1000
+	var peers []int
+	defer func() {
+		for _, fd := range peers {
+			syscall.Close(fd)
+		}
+	}()
+	attachN := func() {
+		for i := 0; i < n; i++ {
+			pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			syscall.SetNonblock(pair[0], true)
+			if err := e.Attach(pair[0], info("acme")); err != nil {
+				b.Fatal(err)
+			}
+			peers = append(peers, pair[1])
+		}
+		deadline := time.Now().Add(waitLimit)
+		for e.Stats().Clients < len(peers) {
+			if time.Now().After(deadline) {
+				b.Fatal("clients never attached")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	attachN() // warm: the first backend, the guard, the maps
+	var total float64
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		attachN()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		total += float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
+	}
+	b.ReportMetric(total/float64(b.N), "bytes/client")
 }

@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -9,20 +10,18 @@ import (
 	"github.com/tenantproxy/tenantproxy/session"
 )
 
-// A client's cancel request that arrives while the relay's own tenant setup still runs on the server,
-// ahead of the client's first statement, waits for the client's statement: sent at once it would cancel
-// the setup, and the session would end with "could not apply the tenant context". Found by
-// TestOwnCancelNeverEndsTheSession under load.
-func TestCancelDuringTenantSetupWaitsForTheClientsStatement(t *testing.T) {
+// slowSetupRig is a rig with a tenant "slow" whose setup the fake server holds until the test wakes it,
+// and a connected client of it.
+func slowSetupRig(t *testing.T) (*rig, *client) {
 	r := newRig(t, nil)
 	slow := testTenant("slow")
-	slow.SetupSQL += "; " + sleepSQL // the server holds the setup until the test wakes it
+	slow.SetupSQL += "; " + sleepSQL
 	r.e.SetTenants([]session.Tenant{testTenant("acme"), slow})
-	c := r.connect(info("slow"))
+	return r, r.connect(info("slow"))
+}
 
-	m := r.fs.mark()
-	c.send(&pgproto3.Query{String: "SELECT 1"})
-	r.fs.waitForMessage(t, m, "Q RESET ALL")
+func waitSleeping(t *testing.T, r *rig) {
+	t.Helper()
 	pid := r.fs.pids()[0]
 	deadline := time.Now().Add(waitLimit)
 	for !r.fs.conn(pid).isSleeping() {
@@ -31,6 +30,19 @@ func TestCancelDuringTenantSetupWaitsForTheClientsStatement(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A client's cancel request that arrives while the relay's own tenant setup still runs on the server,
+// ahead of the client's first statement, waits for the client's statement: sent at once it would cancel
+// the setup, and the session would end with "could not apply the tenant context". Found by
+// TestOwnCancelNeverEndsTheSession under load.
+func TestCancelDuringASeparateSetupWaitsForTheClientsStatement(t *testing.T) {
+	r, c := slowSetupRig(t)
+	m := r.fs.mark()
+	// An extended-protocol batch gets the setup as a Query of its own, ahead of it.
+	c.send(&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	r.fs.waitForMessage(t, m, "Q SET ROLE")
+	waitSleeping(t, r)
 	r.e.Cancel(c.pid, c.secret)
 	r.e.Stats() // the loop has handled the cancel
 	if calls := r.fs.cancelCalls(); len(calls) != 0 {
@@ -43,7 +55,8 @@ func TestCancelDuringTenantSetupWaitsForTheClientsStatement(t *testing.T) {
 	}
 	// The cancel goes out once the client's own statement is next; the fake finished it already, so the
 	// statement completes, as on a direct connection whose query was done before the cancel came.
-	equal(t, "client's statement", c.untilReady(), selectReply("1", 'I'))
+	equal(t, "client's statement", c.untilReady(), []string{"ParseComplete", "BindComplete", "DataRow 1", "CommandComplete SELECT 1", "ReadyForQuery I"})
+	deadline := time.Now().Add(waitLimit)
 	for len(r.fs.cancelCalls()) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the deferred cancel was never sent")
@@ -51,4 +64,47 @@ func TestCancelDuringTenantSetupWaitsForTheClientsStatement(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	equal(t, "session goes on", c.query("SELECT 2"), selectReply("2", 'I'))
+}
+
+// A simple Query carries the switch in the same message: a cancel during the switch cancels the client's
+// Query, which is what the client asked for; the session goes on, and the next lease switches again.
+func TestCancelDuringACarriedSwitchCancelsTheClientsQuery(t *testing.T) {
+	r, c := slowSetupRig(t)
+	m := r.fs.mark()
+	c.send(&pgproto3.Query{String: "SELECT 1"})
+	r.fs.waitForMessage(t, m, "Q SET ROLE")
+	waitSleeping(t, r)
+	r.e.Cancel(c.pid, c.secret)
+	equal(t, "cancelled Query", c.untilReady(), []string{"ErrorResponse ERROR 57014 canceling statement due to user request", "ReadyForQuery I"})
+	m = r.fs.mark()
+	go func() {
+		select {
+		case r.fs.wake <- struct{}{}: // the next switch sleeps too
+		case <-time.After(waitLimit):
+		}
+	}()
+	equal(t, "session goes on", c.query("SELECT 2"), selectReply("2", 'I'))
+	// The server undid the cancelled switch, so the backend's context is not known: the next switch
+	// resets everything.
+	if got := r.fs.since(m); len(got) != 1 || !strings.HasPrefix(got[0], "Q RESET ALL; SET ROLE ") {
+		t.Errorf("server after the cancelled switch: %v", got)
+	}
+}
+
+// An error in the client's statement of a Query that carried the switch reaches the client with its
+// Position in the client's own text, and the server's undoing of the switch makes the next lease switch
+// in full.
+func TestErrorInACarriedQueryIsTheClientsOwn(t *testing.T) {
+	r := newRig(t, nil)
+	c := r.connect(info("acme"))
+	c.send(&pgproto3.Query{String: "SELECT bad_column FROM t"})
+	msg := c.receive()
+	e, ok := msg.(*pgproto3.ErrorResponse)
+	if !ok || e.Code != "42703" || e.Position != int32(len("SELECT ")+1) {
+		t.Fatalf("got %#v, want 42703 at position %d", msg, len("SELECT ")+1)
+	}
+	equal(t, "after the error", c.untilReady(), []string{"ReadyForQuery I"})
+	m := r.fs.mark()
+	equal(t, "next statement", c.query("SELECT 2"), selectReply("2", 'I'))
+	equal(t, "server", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings) + "SELECT 2"})
 }

@@ -23,7 +23,10 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -70,8 +73,9 @@ type Engine struct {
 	drainBy      time.Time
 	drained      chan struct{}
 	closing      bool
-	pausedAll    bool      // admin PAUSE of every tenant: tenants added meanwhile start paused
-	waits        []waitFor // admin commands waiting for a condition (admin.go)
+	pausedAll    bool                           // admin PAUSE of every tenant: tenants added meanwhile start paused
+	startupMaps  map[string]map[string][]string // shared startup settings, by profile and parameters
+	waits        []waitFor                      // admin commands waiting for a condition (admin.go)
 }
 
 // New validates cfg and builds an Engine; Start runs it.
@@ -121,7 +125,7 @@ func New(cfg Config) (*Engine, error) {
 		dialTimeout: 10 * time.Second,
 		tenants:     map[string]*Tenant{}, counters: map[string]*tenantCounters{},
 		sessions: map[uint32]*Session{}, rng: mrand.NewChaCha8(seed),
-		stmtIDs: map[stmtKey]*stmtEntry{},
+		stmtIDs: map[stmtKey]*stmtEntry{}, startupMaps: map[string]map[string][]string{},
 	}
 	e.nextPID = uint32(e.rng.Uint64()%1_000_000) + 1000
 	e.pool.e = e
@@ -240,14 +244,13 @@ func (e *Engine) Attach(fd int, info ClientInfo) error {
 
 func (e *Engine) attach(fd int, info ClientInfo) {
 	s := &Session{e: e, info: info, c: sock{l: e.l, fd: fd}}
-	s.log = e.log.With(zap.String("tenant", info.Tenant), zap.String("user", info.User), zap.String("addr", info.Addr))
 	e.m.Clients.Inc()
 	e.m.ClientsTotal.Inc()
 	if err := s.c.register(s); err != nil {
 		e.clients.Add(-1)
 		e.m.Clients.Dec()
 		closeFd(fd)
-		s.log.Error("cannot register client", zap.Error(err))
+		s.logger().Error("cannot register client", zap.Error(err))
 		return
 	}
 	for {
@@ -259,20 +262,11 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	s.pid = e.nextPID
 	s.secret = uint32(e.rng.Uint64())
 	e.sessions[s.pid] = s
-	s.startup = make(map[string][]string)
-	for k, v := range info.Params {
-		s.startup[k] = []string{v}
-	}
-	if info.Profile == "readonly" {
-		// The server enforces it too: every transaction of a read-only user is READ ONLY, and the guard
-		// refuses what would turn it off.
-		s.startup["default_transaction_read_only"] = []string{"on"}
-	}
+	s.startup = e.startupSettings(info)
 	s.resetSettings()
 	if enc := info.Params["client_encoding"]; enc != "" {
 		s.setEncoding(enc)
 	}
-	s.log = s.log.With(zap.Uint32("session", s.pid))
 	t := e.tenants[info.Tenant]
 	if t == nil {
 		s.tenant = &Tenant{Name: info.Tenant, counters: e.m.other}
@@ -300,6 +294,41 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	s.sendStartup()
 }
 
+// startupSettings returns the tracked settings a client starts with. Clients that connect with the same
+// parameters share one map, which is never changed (Session.applySets copies it first): an idle client
+// does not pay for its own.
+func (e *Engine) startupSettings(info ClientInfo) map[string][]string {
+	var key strings.Builder
+	key.WriteString(info.Profile)
+	names := slices.Sorted(maps.Keys(info.Params))
+	for _, k := range names {
+		key.WriteByte(0)
+		key.WriteString(k)
+		key.WriteByte(0)
+		key.WriteString(info.Params[k])
+	}
+	if m, ok := e.startupMaps[key.String()]; ok {
+		return m
+	}
+	m := make(map[string][]string, len(info.Params)+1)
+	for k, v := range info.Params {
+		m[k] = []string{v}
+	}
+	if info.Profile == "readonly" {
+		// The server enforces it too: every transaction of a read-only user is READ ONLY, and the guard
+		// refuses what would turn it off.
+		m["default_transaction_read_only"] = []string{"on"}
+	}
+	if len(e.startupMaps) >= maxStartupMaps {
+		clear(e.startupMaps)
+	}
+	e.startupMaps[key.String()] = m
+	return m
+}
+
+// maxStartupMaps bounds the shared startup maps; past it they are forgotten (sessions keep theirs).
+const maxStartupMaps = 4096
+
 // sendStartup tells the client its parameters, its cancel key, and that it may send queries.
 func (s *Session) sendStartup() {
 	out := s.c.buf()
@@ -321,7 +350,7 @@ func (s *Session) sendStartup() {
 	out = appendBackendKeyData(out, s.pid, s.secret)
 	s.c.setBuf(appendReady(out, txIdle))
 	s.c.flush()
-	s.log.Info("session opened", zap.String("mode", s.e.cfg.Mode), zap.Bool("tls", s.info.TLS))
+	s.logger().Info("session opened", zap.String("mode", s.e.cfg.Mode), zap.Bool("tls", s.info.TLS))
 }
 
 func (e *Engine) setServerParams(p map[string]string) {
@@ -401,7 +430,7 @@ func (e *Engine) sessionClosed(s *Session) {
 	s.dropStatements()
 	e.clients.Add(-1)
 	e.m.Clients.Dec()
-	s.log.Info("session closed", zap.Duration("duration", e.l.now.Sub(s.info.Opened)), zap.String("reason", s.closeReason))
+	s.logger().Info("session closed", zap.Duration("duration", e.l.now.Sub(s.info.Opened)), zap.String("reason", s.closeReason))
 	if e.draining && len(e.sessions) == 0 && e.drained != nil {
 		close(e.drained)
 		e.drained = nil

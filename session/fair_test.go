@@ -29,7 +29,7 @@ func queueWaiters(t *testing.T, r *rig, holder *client, waiters []struct{ tenant
 	}
 	var order []string
 	for _, msg := range r.fs.since(m) {
-		if strings.HasPrefix(msg, "Q SELECT '") {
+		if msg = clientStatement(msg); strings.HasPrefix(msg, "Q SELECT '") {
 			order = append(order, strings.Trim(strings.TrimPrefix(msg, "Q SELECT "), "'"))
 		}
 	}
@@ -152,7 +152,7 @@ func TestTenantStatementTimeoutAppliesUnlessTheClientSetsALowerOne(t *testing.T)
 			c.query("SELECT 1")
 			setup := ""
 			for _, msg := range r.fs.since(m) {
-				if strings.Contains(msg, "RESET ALL") {
+				if strings.Contains(msg, "SET ROLE") {
 					setup = msg
 				}
 			}

@@ -250,10 +250,18 @@ func (fs *fakeServer) waitFor(t testing.TB, m int, what string, ok func([]string
 	}
 }
 
-// waitForMessage waits until the server received a message starting with prefix after mark m.
+// waitForMessage waits until the server received a message starting with prefix after mark m, or a
+// Query whose client statement does (clientStatement).
 func (fs *fakeServer) waitForMessage(t testing.TB, m int, prefix string) {
 	t.Helper()
-	fs.waitFor(t, m, fmt.Sprintf("%q", prefix), func(got []string) bool { return indexPrefix(got, prefix) >= 0 })
+	fs.waitFor(t, m, fmt.Sprintf("%q", prefix), func(got []string) bool {
+		for _, msg := range got {
+			if strings.HasPrefix(msg, prefix) || strings.HasPrefix(clientStatement(msg), prefix) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func (fs *fakeServer) cancelCalls() []cancelCall {
@@ -483,11 +491,20 @@ func (fc *fakeConn) simpleQuery(sql string) {
 			continue
 		}
 		if stmt == sleepSQL {
-			fc.sleep() // ends the whole query, with its ReadyForQuery
-			return
+			if !fc.sleepStatement() {
+				break
+			}
+			continue
 		}
 		if err := fc.parseError(stmt); err != nil {
-			fc.fail(err.Code, err.Message)
+			if i := strings.Index(sql, "bad_column"); i >= 0 {
+				err.Position = int32(i + 1) // as PostgreSQL counts it: in the whole Query's text
+			}
+			err.Severity, err.SeverityUnlocalized = "ERROR", "ERROR"
+			fc.be.Send(err)
+			if fc.status == 'T' {
+				fc.status = 'E'
+			}
 			break
 		}
 		msgs, errResp := fc.run(stmt, true)
@@ -504,24 +521,34 @@ func (fc *fakeConn) simpleQuery(sql string) {
 
 // sleep holds a query until the test releases it (wake) or a cancel request arrives.
 func (fc *fakeConn) sleep() {
+	fc.sleepStatement()
+	fc.be.Send(&pgproto3.ReadyForQuery{TxStatus: fc.status})
+	fc.be.Flush()
+}
+
+// sleepStatement holds one statement until the test releases it (wake: its row and true) or a cancel
+// request arrives (its error and false).
+func (fc *fakeConn) sleepStatement() bool {
 	fc.mu.Lock()
 	fc.sleeping = true
 	fc.mu.Unlock()
+	defer func() {
+		fc.mu.Lock()
+		fc.sleeping = false
+		fc.mu.Unlock()
+	}()
 	select {
 	case <-fc.fs.wake:
 		fc.be.Send(rowDesc())
 		fc.be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte("")}})
 		fc.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+		return true
 	case <-fc.cancel:
 		fc.fail("57014", "canceling statement due to user request")
 	case <-time.After(waitLimit):
 		fc.fail("XX000", "fake server: the held query was never released")
 	}
-	fc.be.Send(&pgproto3.ReadyForQuery{TxStatus: fc.status})
-	fc.be.Flush()
-	fc.mu.Lock()
-	fc.sleeping = false
-	fc.mu.Unlock()
+	return false
 }
 
 func isSelect(q string) bool {
@@ -911,9 +938,27 @@ func countPrefix(msgs []string, prefix string) int {
 	return n
 }
 
-// setupOf is the setup Query the relay writes for tenant with the client's settings of info("...").
+// setupOf is the setup Query the relay writes for tenant with the client's settings of info("..."), on
+// a backend with no settings of another client's.
 func setupOf(tenant string, settings string) string {
-	return "Q RESET ALL; " + testTenant(tenant).SetupSQL + "; " + settings
+	return "Q " + testTenant(tenant).SetupSQL + "; " + settings
+}
+
+// resetSetupOf is setupOf on a backend that carries another client's settings.
+func resetSetupOf(tenant string, settings string) string {
+	return "Q RESET ALL; " + setupOf(tenant, settings)[2:]
+}
+
+// carriedOf is the one Query of a simple-protocol statement sql that carries the switch to tenant.
+func carriedOf(tenant, settings, sql string) string { return setupOf(tenant, settings) + sql }
+
+// clientStatement is the client's statement of a Query message as the server got it: the last statement
+// of a Query that carried a tenant switch, the whole text of any other.
+func clientStatement(msg string) string {
+	if strings.HasPrefix(msg, "Q SET ROLE ") || strings.HasPrefix(msg, "Q RESET ALL; SET ROLE ") {
+		return "Q " + msg[strings.LastIndex(msg, "; ")+2:]
+	}
+	return msg
 }
 
 // defaultSettings is what the relay replays for a client of info(): its application_name.

@@ -35,6 +35,7 @@ type loop struct {
 	events       []syscall.EpollEvent
 	handlers     []handler // indexed by fd
 	rbuf         []byte    // shared read buffer; valid only within one handleEvent
+	bufs         bufPool   // write buffers of the sockets that have nothing to write
 	now          time.Time // refreshed once per wake-up
 	timers       []func()  // run on every tick
 

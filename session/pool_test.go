@@ -90,7 +90,7 @@ func TestWaitersServedRoundRobinAcrossTenants(t *testing.T) {
 	}
 	var order []string
 	for _, msg := range r.fs.since(m) {
-		if strings.HasPrefix(msg, "Q SELECT '") {
+		if msg = clientStatement(msg); strings.HasPrefix(msg, "Q SELECT '") {
 			order = append(order, strings.Trim(strings.TrimPrefix(msg, "Q SELECT "), "'"))
 		}
 	}

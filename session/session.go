@@ -3,6 +3,7 @@ package session
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -50,7 +51,6 @@ type Session struct {
 	c      sock
 	info   ClientInfo
 	tenant *Tenant
-	log    *zap.Logger
 	pid    uint32
 	secret uint32
 	state  sessState
@@ -66,17 +66,19 @@ type Session struct {
 	paused     bool // reading from the client is paused
 
 	startup     map[string][]string // tracked startup settings
-	settings    map[string][]string // tracked settings now
-	settingsSQL string              // SET statements replaying settings
-	pendingSets []Setting           // SETs of the open transaction, kept if it commits
-	stmts       map[string]*stmt    // protocol-level prepared statements by client name
-	stmtBytes   int                 // total text size of stmts
-	sqlStmts    map[string]bool     // names of the client's SQL-level PREPAREd statements
-	decoder     encoding.Encoding   // the client's encoding when it is not UTF-8, for the guard
-	unnamed     *stmt               // the client's unnamed statement
-	unnamedOn   *backend            // where it was last parsed
-	unnamedSeq  uint64              // that backend's unnamedSeq right after
-	portals     map[string]*stmt    // portals bound to statements with SETs or emulation
+	settings    map[string][]string // tracked settings now; the startup map itself until settingsOwn
+	settingsOwn bool
+	settingsSQL string            // SET statements replaying settings
+	settingsN   int               // how many statements settingsSQL has
+	pendingSets []Setting         // SETs of the open transaction, kept if it commits
+	stmts       map[string]*stmt  // protocol-level prepared statements by client name
+	stmtBytes   int               // total text size of stmts
+	sqlStmts    map[string]bool   // names of the client's SQL-level PREPAREd statements
+	decoder     encoding.Encoding // the client's encoding when it is not UTF-8, for the guard
+	unnamed     *stmt             // the client's unnamed statement
+	unnamedOn   *backend          // where it was last parsed
+	unnamedSeq  uint64            // that backend's unnamedSeq right after
+	portals     map[string]*stmt  // portals bound to statements with SETs or emulation
 	closeReason string
 
 	// Statistics (pgbouncer's SHOW STATS and SHOW CLIENTS): kept on the session, where the hot path
@@ -84,6 +86,12 @@ type Session struct {
 	stats       TenantStats
 	xactStart   time.Time // when the open transaction's first message went to a backend
 	lastRequest time.Time // when the client last sent something
+}
+
+// logger is the Engine's logger with the session's fields. It is made when needed, not kept: an idle
+// client costs no logger.
+func (s *Session) logger() *zap.Logger {
+	return s.e.log.With(zap.String("tenant", s.info.Tenant), zap.String("user", s.info.User), zap.String("addr", s.info.Addr), zap.Uint32("session", s.pid))
 }
 
 // liveStats is the session's statistics now.
@@ -358,8 +366,17 @@ func (s *Session) query(sql string, msg []byte) bool {
 		s.emulate(v.Emulate, v.Name)
 		return true
 	}
-	if !s.ensureLease() {
+	carry := ""
+	if carriable(sql, v) {
+		carry = sql
+	}
+	ok, carried := s.leaseCarrying(carry)
+	if !ok {
 		return false
+	}
+	s.stats.QueryCount++
+	if carried {
+		return true
 	}
 	if v.Refused {
 		s.refuse(opQuery, v.Code, v.Message, sql)
@@ -376,7 +393,6 @@ func (s *Session) query(sql string, msg []byte) bool {
 	}
 	s.be.push(op{kind: opQuery, sets: v.Sets})
 	s.be.unnamedSeq++
-	s.stats.QueryCount++
 	return true
 }
 
@@ -529,7 +545,7 @@ func (s *Session) check(sql string, parse bool) Verdict {
 // pinFor keeps the backend with this client: the statement leaves state that outlives the transaction.
 func (s *Session) pinFor(what string) {
 	if s.pin == "" && s.e.cfg.Mode == "transaction" {
-		s.log.Info("session pinned to its backend", zap.String("state", what))
+		s.logger().Info("session pinned to its backend", zap.String("state", what))
 	}
 	if s.pin == "" {
 		s.pin = what
@@ -539,39 +555,49 @@ func (s *Session) pinFor(what string) {
 	}
 }
 
-// ensureLease makes sure the session holds a backend; false means it now waits in the queue.
+// ensureLease makes sure the session holds a backend in its context; false means it now waits in the
+// queue.
 func (s *Session) ensureLease() bool {
+	ok, _ := s.leaseCarrying("")
+	return ok
+}
+
+// leaseCarrying is ensureLease for a simple Query whose text, when not "", may carry the tenant switch:
+// carried reports that the switch and the text went out together as one Query (applyContext), which
+// the caller then must not send again.
+func (s *Session) leaseCarrying(text string) (ok, carried bool) {
 	if s.xactStart.IsZero() {
 		s.xactStart = s.e.l.now
 	}
-	if b := s.be; b != nil {
-		// A held backend (session pooling, a pin, an open transaction) gets the client's settings again
-		// after an emulated RESET ALL or DISCARD ALL changed them, once nothing is in flight.
-		if (b.settingsSQL != s.settingsSQL || b.ctx != s.tenant.SetupSQL) && b.status == txIdle && b.opsEmpty() && !s.unsynced {
-			s.applyContext(b)
+	if s.be == nil {
+		if s.state == stWaiting {
+			return false, false
 		}
-		return true
-	}
-	if s.state == stWaiting {
-		return false
-	}
-	if s.tenant.Suspended {
-		s.fatal("57P01", fmt.Sprintf("tenantproxy: tenant %q is suspended", s.tenant.Name))
-		return false
-	}
-	if s.tenant.paused {
-		s.e.pool.enqueue(s)
-		s.setState(stWaiting)
-		s.waitSince = s.e.l.now
-		return false
-	}
-	if b := s.e.pool.acquire(s); b != nil {
+		if s.tenant.Suspended {
+			s.fatal("57P01", fmt.Sprintf("tenantproxy: tenant %q is suspended", s.tenant.Name))
+			return false, false
+		}
+		if s.tenant.paused {
+			s.e.pool.enqueue(s)
+			s.setState(stWaiting)
+			s.waitSince = s.e.l.now
+			return false, false
+		}
+		b := s.e.pool.acquire(s)
+		if b == nil {
+			s.setState(stWaiting)
+			s.waitSince = s.e.l.now
+			return false, false
+		}
 		s.granted(b, false)
-		return true
 	}
-	s.setState(stWaiting)
-	s.waitSince = s.e.l.now
-	return false
+	// A new lease, and a held backend (session pooling, a pin, an open transaction) after an emulated
+	// RESET ALL or DISCARD ALL changed the client's settings, get the client's context once nothing is in
+	// flight.
+	if b := s.be; (b.settingsSQL != s.settingsSQL || b.ctx != s.tenant.SetupSQL) && b.status == txIdle && b.opsEmpty() && !s.unsynced {
+		return true, s.applyContext(b, text)
+	}
+	return true, false
 }
 
 // granted gives the session a backend; later is true when it had to wait for it.
@@ -585,9 +611,8 @@ func (s *Session) granted(b *backend, later bool) {
 	} else {
 		s.e.m.LeaseWait.Observe(0)
 	}
-	if b.ctx != s.tenant.SetupSQL || b.settingsSQL != s.settingsSQL {
-		s.applyContext(b)
-	}
+	// The context is applied with the first message the session sends on the lease (leaseCarrying),
+	// which may carry it.
 	if s.pin != "" {
 		b.needReset = true
 	}
@@ -597,25 +622,54 @@ func (s *Session) granted(b *backend, later bool) {
 	}
 }
 
-// applyContext writes the tenant context and the client's settings ahead of the client's own messages.
-// A different tenant's context is dropped by a separate RESET ROLE first: should the setup statement
-// fail, the backend is left as the pool role, which can read nothing, never as the previous tenant.
-func (s *Session) applyContext(b *backend) {
+// applyContext writes the tenant context and the client's settings ahead of the client's own messages,
+// in the same write. It costs the server as little as the guarantees allow:
+//
+//   - RESET ALL only when the backend carries settings of an earlier client that differ from this
+//     client's, or its settings are not known: the relay tracks every setting a client can change, so
+//     equal tracked settings are equal settings;
+//   - text, when it is a simple Query that may carry the switch (carriable), goes in the same Query
+//     after the setup statements: one message, one implicit transaction. Should the setup fail, nothing
+//     of the client's runs (a simple Query stops at its first error) and the backend is closed; should
+//     the client's statement fail, the server undoes the setup with it, so the backend's context is no
+//     longer known (ctxUnknown) and the session waits for the Query's end before sending more
+//     (stalled). It reports whether it carried text;
+//   - otherwise the setup is a Query of its own, and a different tenant's context is first dropped by a
+//     separate RESET ROLE: should the setup fail, the client's messages that follow in the same write run
+//     as the pool role, which can read nothing, never as the previous tenant.
+func (s *Session) applyContext(b *backend, text string) bool {
+	t := s.tenant
 	out := b.c.buf()
-	if b.ctx != "" && b.ctx != s.tenant.SetupSQL {
+	if text != "" && !isASCII(s.settingsSQL) {
+		text = "" // the error's Position is corrected by bytes, which must then be characters too
+	}
+	if text == "" && b.ctx != "" && b.ctx != t.SetupSQL {
 		out = appendQuery(out, "RESET ROLE")
 		b.push(op{kind: opQuery, swallow: true})
 	}
 	b.unnamedSeq++
 	m, st := beginMsg(out, msgQuery)
-	m = append(m, "RESET ALL; "...)
-	m = append(m, s.tenant.SetupSQL...)
+	body := len(m)
+	n := t.setupStatements() + s.settingsN
+	if (b.settingsSQL != "" && b.settingsSQL != s.settingsSQL) || b.ctx == ctxUnknown {
+		// Settings of an earlier client that this one may not override. A backend with none of its
+		// own (new, or after DISCARD ALL) is as RESET ALL leaves it.
+		m = append(m, "RESET ALL; "...)
+		n++
+	}
+	m = append(m, t.SetupSQL...)
 	m = append(m, "; "...)
 	m = append(m, s.settingsSQL...)
+	o := op{kind: opQuery, swallow: true}
+	if text != "" {
+		o = op{kind: opQuery, setup: n, carried: len(m) - body}
+		m = append(m, text...)
+		s.stalled = true
+	}
 	m = append(m, 0)
 	b.c.setBuf(endMsg(m, st))
-	b.push(op{kind: opQuery, swallow: true})
-	b.ctx = s.tenant.SetupSQL
+	b.push(o)
+	b.ctx = t.SetupSQL
 	b.ctxTenant = s.tenant
 	b.settingsSQL = s.settingsSQL
 	b.setupErr = ""
@@ -624,6 +678,26 @@ func (s *Session) applyContext(b *backend) {
 	if r := s.e.cfg.TripwireSampleRate; r > 0 && float64(s.e.rng.Uint64()>>11)/(1<<53) < r {
 		b.verifyNext = true
 	}
+	return text != ""
+}
+
+// ctxUnknown is the context of a backend whose context the relay cannot vouch for: a Query that carried
+// the switch failed, and the server undid the switch with the rest of its implicit transaction, leaving
+// the context it had before. The next lease gets the full switch: RESET ROLE, RESET ALL, the setup.
+const ctxUnknown = "\x00unknown"
+
+// carriable reports whether a simple Query may carry the tenant switch: one plain DML or query statement
+// (no transaction control, which could extend the implicit transaction of the switch past the Query or
+// roll it back with a later statement) with nothing the relay must act on. sql has no semicolon but a
+// trailing one, so it is certainly a single statement.
+func carriable(sql string, v Verdict) bool {
+	if v.Refused || v.Emulate != EmulateNone || v.Pin != "" || v.Rewrite != "" || len(v.Sets) > 0 || len(v.Prepares) > 0 || len(v.Executes) > 0 {
+		return false
+	}
+	if i := strings.IndexByte(sql, ';'); i >= 0 && strings.TrimRight(sql[i+1:], " \t\r\n") != "" {
+		return false
+	}
+	return plainPrefix(sql)
 }
 
 // onBackendIdle runs when every reply the backend owed has arrived.
@@ -709,10 +783,7 @@ func (s *Session) resetSettings() {
 	if v := s.startup["client_encoding"]; len(v) > 0 {
 		s.setEncoding(v[0])
 	}
-	s.settings = make(map[string][]string, len(s.startup))
-	for k, v := range s.startup {
-		s.settings[k] = v
-	}
+	s.settings, s.settingsOwn = s.startup, false // shared until a SET changes it: an idle client keeps one map
 	s.rebuildSettingsSQL()
 }
 
@@ -757,6 +828,12 @@ func (s *Session) addPending(sets []Setting) {
 
 // applySets records settings the client changed with SET or RESET, once the server accepted them.
 func (s *Session) applySets(sets []Setting) {
+	if !s.settingsOwn {
+		s.settings, s.settingsOwn = maps.Clone(s.startup), true
+		if s.settings == nil {
+			s.settings = map[string][]string{}
+		}
+	}
 	for _, st := range sets {
 		if st.Savepoint != NoSavepoint {
 			continue
@@ -817,6 +894,7 @@ func (s *Session) rebuildSettingsSQL() {
 		sb.WriteString("; ")
 	}
 	s.settingsSQL = sb.String()
+	s.settingsN = len(names)
 }
 
 // timeoutWithin reports whether a statement_timeout value, in PostgreSQL's syntax (a number of

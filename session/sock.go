@@ -32,12 +32,45 @@ func (s *sock) setEvents(ev uint32) {
 	s.l.modify(s.fd, ev)
 }
 
+// bufPool keeps the write buffers of sockets that have nothing to write, so that an idle client holds
+// none (memory grows with the bytes in flight, not with the clients) while the hot path allocates none:
+// a socket takes a buffer when it has something to write and gives it back once written. Owned by the
+// loop.
+type bufPool struct {
+	free [][]byte
+}
+
+const (
+	bufSize     = 4 << 10 // a new buffer's capacity
+	bufKeepMax  = 64 << 10
+	bufPoolSize = 1024
+)
+
+func (p *bufPool) get() []byte {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return b
+	}
+	return make([]byte, 0, bufSize)
+}
+
+func (p *bufPool) put(b []byte) {
+	if cap(b) == 0 || cap(b) > bufKeepMax || len(p.free) >= bufPoolSize {
+		return
+	}
+	p.free = append(p.free, b[:0])
+}
+
 // pending reports how many bytes wait to be written.
 func (s *sock) pending() int { return len(s.out) - s.off }
 
 // buf returns the unwritten-bytes buffer for appending; hand it back with setBuf.
 func (s *sock) buf() []byte {
-	if s.off > 0 && s.off == len(s.out) {
+	if s.out == nil {
+		s.out = s.l.bufs.get()
+	} else if s.off > 0 && s.off == len(s.out) {
 		s.out, s.off = s.out[:0], 0
 	}
 	return s.out
@@ -48,10 +81,7 @@ func (s *sock) setBuf(b []byte) { s.out = b }
 
 // queue appends b to the unwritten bytes without writing.
 func (s *sock) queue(b []byte) {
-	if s.off > 0 && s.off == len(s.out) {
-		s.out, s.off = s.out[:0], 0
-	}
-	s.out = append(s.out, b...)
+	s.out = append(s.buf(), b...)
 }
 
 // send writes b now when nothing is queued, and queues what the kernel does not take. b may be reused by
@@ -85,10 +115,8 @@ func (s *sock) flush() {
 		s.off += n
 	}
 	if s.pending() == 0 {
-		s.out, s.off = s.out[:0], 0
-		if cap(s.out) > 1<<20 {
-			s.out = nil // do not keep a large buffer after a big result
-		}
+		s.l.bufs.put(s.out) // a large one, after a big result, is dropped
+		s.out, s.off = nil, 0
 		s.setEvents(s.events &^ evOut)
 	} else {
 		s.setEvents(s.events | evOut)
@@ -140,5 +168,6 @@ func (s *sock) close() {
 	}
 	s.closed = true
 	s.l.remove(s.fd)
-	s.out = nil
+	s.l.bufs.put(s.out)
+	s.out, s.off = nil, 0
 }

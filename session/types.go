@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -212,6 +213,10 @@ type Config struct {
 	Logger   *zap.Logger
 	Metrics  *Metrics
 }
+
+// setupStatements is how many statements SetupSQL has: policy.Context.SetupSQL joins them with "; ", and
+// the identifiers and literals in them are validated names, which never hold a semicolon.
+func (t *Tenant) setupStatements() int { return strings.Count(t.SetupSQL, ";") + 1 }
 
 // weight is the tenant's weight in the fair queue.
 func (t *Tenant) weight() int {

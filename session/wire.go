@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/binary"
+	"strconv"
 	"unsafe"
 )
 
@@ -163,4 +164,29 @@ func indexZero(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// appendShiftedError appends the ErrorResponse msg with its Position field moved back by shift
+// characters: the error of a statement that the relay sent after shift bytes (characters: the relay only
+// carries ASCII) of its own in the same Query, placed where PostgreSQL places it in the client's text.
+func appendShiftedError(dst, msg []byte, shift int) []byte {
+	m, st := beginMsg(dst, msgErrorResponse)
+	body := msg[5:]
+	for len(body) > 0 && body[0] != 0 {
+		field := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			break
+		}
+		body = rest
+		if field == 'P' {
+			if p, err := strconv.Atoi(v); err == nil && p > shift {
+				v = strconv.Itoa(p - shift)
+			}
+		}
+		m = append(m, field)
+		m = appendCString(m, v)
+	}
+	m = append(m, 0)
+	return endMsg(m, st)
 }
