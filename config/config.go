@@ -176,12 +176,13 @@ type Tenant struct {
 	Suspended bool `toml:"suspended"`
 	// MaxClients, MaxBackends, Weight and StatementTimeout are the tenant's own limits (0: the [pool]
 	// defaults). They change at runtime (SIGHUP, the admin console) without dropping anyone.
-	MaxClients  int `toml:"max_clients"`
-	MaxBackends int `toml:"max_backends"`
+	// They are not columns of the database catalog (db:"-": the catalog is read by position).
+	MaxClients  int `toml:"max_clients" db:"-"`
+	MaxBackends int `toml:"max_backends" db:"-"`
 	// Weight is the tenant's share of freed backends while tenants wait (default 1).
-	Weight int `toml:"weight"`
+	Weight int `toml:"weight" db:"-"`
 	// StatementTimeout applies to the tenant's transactions unless a client sets a lower one.
-	StatementTimeout Duration `toml:"statement_timeout"`
+	StatementTimeout Duration `toml:"statement_timeout" db:"-"`
 }
 
 // User is one client identity.

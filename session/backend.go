@@ -44,9 +44,11 @@ type op struct {
 	// statement (applyContext): setup counts the switch's statements whose replies are still due (the
 	// relay's own), carried is the byte length of the switch, by which the Position of an error in the
 	// client's statement is corrected.
-	setup   int
-	carried int
-	errored bool
+	setup      int
+	carried    int
+	prevCtx    string  // for a carried switch: the backend's context before it
+	prevTenant *Tenant // and whose it was
+	errored    bool
 }
 
 // The statement the relay sends in place of a refused one: it fails to parse, has no effect, and its
@@ -396,8 +398,10 @@ func (b *backend) onReady() {
 	}
 	forward := !h.swallow && b.client != nil
 	if h.carried > 0 && h.errored && b.setupErr == "" {
-		// The client's statement failed, and the server undid the switch it carried.
-		b.ctx, b.ctxTenant = ctxUnknown, nil
+		// The client's statement failed, and the server undid the switch it carried with the rest of the
+		// Query's transaction: the backend is back in the context it had, settings included (they were
+		// equal).
+		b.ctx, b.ctxTenant = h.prevCtx, h.prevTenant
 	}
 	if (h.swallow || h.carried > 0) && b.setupErr != "" {
 		// The tenant context could not be applied: the backend is unusable for this client.

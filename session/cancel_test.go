@@ -67,12 +67,14 @@ func TestCancelDuringASeparateSetupWaitsForTheClientsStatement(t *testing.T) {
 }
 
 // A simple Query carries the switch in the same message: a cancel during the switch cancels the client's
-// Query, which is what the client asked for; the session goes on, and the next lease switches again.
+// Query, which is what the client asked for; the session goes on, and the server's undoing of the switch
+// leaves the backend in the context it had, which the next lease switches from.
 func TestCancelDuringACarriedSwitchCancelsTheClientsQuery(t *testing.T) {
 	r, c := slowSetupRig(t)
+	r.connect(info("acme")).query("SELECT 0") // the backend now has acme's context and the same settings
 	m := r.fs.mark()
 	c.send(&pgproto3.Query{String: "SELECT 1"})
-	r.fs.waitForMessage(t, m, "Q SET ROLE")
+	r.fs.waitForMessage(t, m, `Q SET ROLE "tenant_slow"`)
 	waitSleeping(t, r)
 	r.e.Cancel(c.pid, c.secret)
 	equal(t, "cancelled Query", c.untilReady(), []string{"ErrorResponse ERROR 57014 canceling statement due to user request", "ReadyForQuery I"})
@@ -84,19 +86,17 @@ func TestCancelDuringACarriedSwitchCancelsTheClientsQuery(t *testing.T) {
 		}
 	}()
 	equal(t, "session goes on", c.query("SELECT 2"), selectReply("2", 'I'))
-	// The server undid the cancelled switch, so the backend's context is not known: the next switch
-	// resets everything.
-	if got := r.fs.since(m); len(got) != 1 || !strings.HasPrefix(got[0], "Q RESET ALL; SET ROLE ") {
+	if got := r.fs.since(m); len(got) != 1 || !strings.HasPrefix(got[0], `Q SET ROLE "tenant_slow"`) {
 		t.Errorf("server after the cancelled switch: %v", got)
 	}
 }
 
 // An error in the client's statement of a Query that carried the switch reaches the client with its
-// Position in the client's own text, and the server's undoing of the switch makes the next lease switch
-// in full.
+// Position in the client's own text; the server undid the switch, so the next statement switches again.
 func TestErrorInACarriedQueryIsTheClientsOwn(t *testing.T) {
 	r := newRig(t, nil)
-	c := r.connect(info("acme"))
+	r.connect(info("acme")).query("SELECT 0")
+	c := r.connect(info("globex"))
 	c.send(&pgproto3.Query{String: "SELECT bad_column FROM t"})
 	msg := c.receive()
 	e, ok := msg.(*pgproto3.ErrorResponse)
@@ -106,5 +106,5 @@ func TestErrorInACarriedQueryIsTheClientsOwn(t *testing.T) {
 	equal(t, "after the error", c.untilReady(), []string{"ReadyForQuery I"})
 	m := r.fs.mark()
 	equal(t, "next statement", c.query("SELECT 2"), selectReply("2", 'I'))
-	equal(t, "server", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings) + "SELECT 2"})
+	equal(t, "server", r.fs.since(m), []string{carriedOf("globex", "SELECT 2")})
 }

@@ -322,7 +322,7 @@ func TestSetThroughExtendedProtocolTracked(t *testing.T) {
 	globex.query("SELECT 1")
 	m := r.fs.mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{resetSetupOf("acme", `SET "application_name" TO 'extended'; `) + "SELECT 2"})
+	equal(t, "server", r.fs.since(m), []string{"Q RESET ROLE", resetSetupOf("acme", `SET "application_name" TO 'extended'; `), "Q SELECT 2"})
 }
 
 func TestDiscardAllForgetsStatements(t *testing.T) {

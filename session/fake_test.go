@@ -949,8 +949,9 @@ func resetSetupOf(tenant string, settings string) string {
 	return "Q RESET ALL; " + setupOf(tenant, settings)[2:]
 }
 
-// carriedOf is the one Query of a simple-protocol statement sql that carries the switch to tenant.
-func carriedOf(tenant, settings, sql string) string { return setupOf(tenant, settings) + sql }
+// carriedOf is the one Query of a simple-protocol statement sql that carries the switch to tenant, on a
+// backend that has the client's settings already.
+func carriedOf(tenant, sql string) string { return "Q " + testTenant(tenant).SetupSQL + "; " + sql }
 
 // clientStatement is the client's statement of a Query message as the server got it: the last statement
 // of a Query that carried a tenant switch, the whole text of any other.

@@ -69,7 +69,7 @@ func TestSetupPrecedesFirstFrameOncePerContext(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.connect(info("acme"))
 	equal(t, "first transaction's replies", c.query("SELECT 1"), selectReply("1", 'I'))
-	equal(t, "server after the first transaction", r.fs.messages(), []string{carriedOf("acme", defaultSettings, "SELECT 1")})
+	equal(t, "server after the first transaction", r.fs.messages(), []string{setupOf("acme", defaultSettings), "Q SELECT 1"})
 
 	m := r.fs.mark()
 	equal(t, "second transaction's replies", c.query("SELECT 2"), selectReply("2", 'I'))
@@ -93,12 +93,12 @@ func TestTenantSwitchTravelsWithTheClientsStatement(t *testing.T) {
 	m := r.fs.mark()
 	equal(t, "globex replies", globex.query("SELECT 2"), selectReply("2", 'I'))
 	equal(t, "server when globex takes acme's backend", r.fs.since(m),
-		[]string{carriedOf("globex", defaultSettings, "SELECT 2")})
+		[]string{carriedOf("globex", "SELECT 2")})
 
 	m = r.fs.mark()
 	acme.query("SELECT 3")
 	equal(t, "server when acme takes it back", r.fs.since(m),
-		[]string{carriedOf("acme", defaultSettings, "SELECT 3")})
+		[]string{carriedOf("acme", "SELECT 3")})
 	if pids := r.fs.pids(); len(pids) != 1 {
 		t.Errorf("pool of one backend opened %d backends", len(pids))
 	}
@@ -111,7 +111,7 @@ func TestReadonlyProfileSetupIsReadOnly(t *testing.T) {
 	c := r.connect(ci)
 	c.query("SELECT 1")
 	equal(t, "server", r.fs.messages(), []string{
-		carriedOf("acme", defaultSettings+`SET "default_transaction_read_only" TO 'on'; `, "SELECT 1")})
+		setupOf("acme", defaultSettings+`SET "default_transaction_read_only" TO 'on'; `), "Q SELECT 1"})
 }
 
 func TestRefusedStatementNeverReachesServer(t *testing.T) {
@@ -250,7 +250,7 @@ func TestDiscardAllEmulated(t *testing.T) {
 	// The tracked setting is back to its startup value: the next lease replays that, not 'changed'.
 	m = r.fs.mark()
 	c.query("SELECT 1")
-	equal(t, "server after DISCARD ALL", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings) + "SELECT 1"})
+	equal(t, "server after DISCARD ALL", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings), "Q SELECT 1"})
 
 	// Inside a transaction block PostgreSQL refuses DISCARD ALL: the server says so.
 	c.query("BEGIN")
@@ -266,7 +266,7 @@ func TestResetAllEmulated(t *testing.T) {
 	m := r.fs.mark()
 	equal(t, "RESET ALL", c.query("RESET ALL"), []string{"CommandComplete RESET", "ReadyForQuery I"})
 	c.query("SELECT 1")
-	equal(t, "server after RESET ALL", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings) + "SELECT 1"})
+	equal(t, "server after RESET ALL", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings), "Q SELECT 1"})
 }
 
 func TestDeallocateAllEmulatedInExtendedProtocol(t *testing.T) {
@@ -297,7 +297,7 @@ func TestTrackedSettingReplayedOnNextLease(t *testing.T) {
 
 	m := r.fs.mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{resetSetupOf("acme", `SET "application_name" TO 'myapp'; `) + "SELECT 2"})
+	equal(t, "server", r.fs.since(m), []string{"Q RESET ROLE", resetSetupOf("acme", `SET "application_name" TO 'myapp'; `), "Q SELECT 2"})
 
 	// Back on a backend that has its settings: nothing to replay.
 	m = r.fs.mark()
@@ -317,7 +317,7 @@ func TestRolledBackSetNotReplayed(t *testing.T) {
 
 	m := r.fs.mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{carriedOf("acme", defaultSettings, "SELECT 2")})
+	equal(t, "server", r.fs.since(m), []string{carriedOf("acme", "SELECT 2")})
 }
 
 func TestSetInFailedStatementNotTracked(t *testing.T) {
@@ -332,7 +332,7 @@ func TestSetInFailedStatementNotTracked(t *testing.T) {
 	globex.query("SELECT 1")
 	m := r.fs.mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{carriedOf("acme", defaultSettings, "SELECT 2")})
+	equal(t, "server", r.fs.since(m), []string{carriedOf("acme", "SELECT 2")})
 }
 
 func TestClientLeavesMidTransaction(t *testing.T) {
@@ -433,7 +433,7 @@ func TestSessionModeDiscardsAtDisconnect(t *testing.T) {
 	m := r.fs.mark()
 	c.close()
 	equal(t, "next client", next.untilReady(), selectReply("'next'", 'I'))
-	equal(t, "server", r.fs.since(m), []string{"Q DISCARD ALL", carriedOf("acme", defaultSettings, "SELECT 'next'")})
+	equal(t, "server", r.fs.since(m), []string{"Q DISCARD ALL", setupOf("acme", defaultSettings), "Q SELECT 'next'"})
 }
 
 func TestPinnedSessionKeepsBackend(t *testing.T) {

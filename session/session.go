@@ -367,7 +367,8 @@ func (s *Session) query(sql string, msg []byte) bool {
 		return true
 	}
 	carry := ""
-	if carriable(sql, v) {
+	if len(msg) == 5+len(sql)+1 && carriable(sql, v) {
+		// Only a well-formed message: the server answers one with bytes after the text itself.
 		carry = sql
 	}
 	ok, carried := s.leaseCarrying(carry)
@@ -625,24 +626,28 @@ func (s *Session) granted(b *backend, later bool) {
 // applyContext writes the tenant context and the client's settings ahead of the client's own messages,
 // in the same write. It costs the server as little as the guarantees allow:
 //
-//   - RESET ALL only when the backend carries settings of an earlier client that differ from this
-//     client's, or its settings are not known: the relay tracks every setting a client can change, so
-//     equal tracked settings are equal settings;
-//   - text, when it is a simple Query that may carry the switch (carriable), goes in the same Query
-//     after the setup statements: one message, one implicit transaction. Should the setup fail, nothing
-//     of the client's runs (a simple Query stops at its first error) and the backend is closed; should
-//     the client's statement fail, the server undoes the setup with it, so the backend's context is no
-//     longer known (ctxUnknown) and the session waits for the Query's end before sending more
-//     (stalled). It reports whether it carried text;
-//   - otherwise the setup is a Query of its own, and a different tenant's context is first dropped by a
-//     separate RESET ROLE: should the setup fail, the client's messages that follow in the same write run
-//     as the pool role, which can read nothing, never as the previous tenant.
+//   - when the backend already carries the client's settings, they are not sent again, and text (a
+//     simple Query that may carry the switch, see carriable) goes in the same Query after the switch's
+//     three statements: one message, one implicit transaction. Should the switch fail, nothing of the
+//     client's runs (a simple Query stops at its first error) and the backend is closed. Should the
+//     client's statement fail, the server undoes the switch with it and the backend is back in its
+//     previous context, which onReady restores; the session sends nothing more until the Query ends
+//     (stalled), so nothing runs in that context. Equal settings are what make this sound: settings
+//     that take effect at the start of a transaction (default_transaction_*, the timeouts' timers,
+//     client_encoding for the Query's own text) are already the client's when its Query starts. It
+//     reports whether it carried text;
+//   - otherwise the setup is a Query of its own; a different tenant's context is first dropped by a
+//     separate RESET ROLE, so that should the setup fail, the client's messages that follow in the same
+//     write run as the pool role, which can read nothing, never as the previous tenant; and RESET ALL
+//     comes first only when the backend carries an earlier client's settings that differ from this
+//     client's (the relay tracks every setting a client can change, so equal tracked settings are equal
+//     settings, and a backend with none, new or after DISCARD ALL, is as RESET ALL leaves it).
 func (s *Session) applyContext(b *backend, text string) bool {
 	t := s.tenant
-	out := b.c.buf()
-	if text != "" && !isASCII(s.settingsSQL) {
-		text = "" // the error's Position is corrected by bytes, which must then be characters too
+	if b.settingsSQL != s.settingsSQL {
+		text = ""
 	}
+	out := b.c.buf()
 	if text == "" && b.ctx != "" && b.ctx != t.SetupSQL {
 		out = appendQuery(out, "RESET ROLE")
 		b.push(op{kind: opQuery, swallow: true})
@@ -650,21 +655,20 @@ func (s *Session) applyContext(b *backend, text string) bool {
 	b.unnamedSeq++
 	m, st := beginMsg(out, msgQuery)
 	body := len(m)
-	n := t.setupStatements() + s.settingsN
-	if (b.settingsSQL != "" && b.settingsSQL != s.settingsSQL) || b.ctx == ctxUnknown {
-		// Settings of an earlier client that this one may not override. A backend with none of its
-		// own (new, or after DISCARD ALL) is as RESET ALL leaves it.
-		m = append(m, "RESET ALL; "...)
-		n++
-	}
-	m = append(m, t.SetupSQL...)
-	m = append(m, "; "...)
-	m = append(m, s.settingsSQL...)
 	o := op{kind: opQuery, swallow: true}
 	if text != "" {
-		o = op{kind: opQuery, setup: n, carried: len(m) - body}
+		m = append(m, t.SetupSQL...)
+		m = append(m, "; "...)
+		o = op{kind: opQuery, setup: t.setupStatements(), carried: len(m) - body, prevCtx: b.ctx, prevTenant: b.ctxTenant}
 		m = append(m, text...)
 		s.stalled = true
+	} else {
+		if b.settingsSQL != "" && b.settingsSQL != s.settingsSQL {
+			m = append(m, "RESET ALL; "...)
+		}
+		m = append(m, t.SetupSQL...)
+		m = append(m, "; "...)
+		m = append(m, s.settingsSQL...)
 	}
 	m = append(m, 0)
 	b.c.setBuf(endMsg(m, st))
@@ -680,11 +684,6 @@ func (s *Session) applyContext(b *backend, text string) bool {
 	}
 	return text != ""
 }
-
-// ctxUnknown is the context of a backend whose context the relay cannot vouch for: a Query that carried
-// the switch failed, and the server undid the switch with the rest of its implicit transaction, leaving
-// the context it had before. The next lease gets the full switch: RESET ROLE, RESET ALL, the setup.
-const ctxUnknown = "\x00unknown"
 
 // carriable reports whether a simple Query may carry the tenant switch: one plain DML or query statement
 // (no transaction control, which could extend the implicit transaction of the switch past the Query or
@@ -704,7 +703,9 @@ func carriable(sql string, v Verdict) bool {
 func (s *Session) onBackendIdle() {
 	b := s.be
 	s.stats.QueryTime += s.e.l.now.Sub(b.busySince)
-	if b.verifyNext && !s.unsynced && b.status != txFailed && b.cancels == 0 {
+	// A backend whose carried switch the server undid is back in another tenant's context, and is
+	// switched before anything else runs on it; its identity is checked after that.
+	if b.verifyNext && !s.unsynced && b.status != txFailed && b.cancels == 0 && b.ctx == s.tenant.SetupSQL {
 		if s.tenant.VerifySQL == "" {
 			b.verifyNext = false
 		} else {
