@@ -81,7 +81,7 @@ func lockNotGranted(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == pgerrcode.LockNotAvailable || pe.Code == pgerrcode.DeadlockDetected)
 }
 
-var concurrentDDL = regexp.MustCompile(`(?is)^(\s*(?:create\s+(?:unique\s+)?index|drop\s+index|reindex\s+(?:index|table|schema))\s+)concurrently\b`)
+var concurrentDDL = regexp.MustCompile(`(?is)^((?:\s|--[^\n]*\n)*(?:create\s+(?:unique\s+)?index|drop\s+index|reindex\s+(?:index|table|schema))\s+)concurrently\b`)
 
 // inTxSQL is a file's SQL as it may run inside a transaction: a no-transaction file has CONCURRENTLY
 // removed from its CREATE INDEX, DROP INDEX and REINDEX statements (for a new, empty tenant and for the
@@ -374,7 +374,7 @@ func maxVersion(applied []appliedMigration, more []migration) int {
 	return v
 }
 
-var cicName = regexp.MustCompile(`(?is)^\s*create\s+(?:unique\s+)?index\s+concurrently\s+(?:if\s+not\s+exists\s+)?("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)`)
+var cicName = regexp.MustCompile(`(?is)^(?:\s|--[^\n]*\n)*create\s+(?:unique\s+)?index\s+concurrently\s+(?:if\s+not\s+exists\s+)?("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)`)
 
 // runNoTx runs a no-transaction file of a tenant statement by statement under the tenant's
 // session-level lock, resuming after the statements a previous run finished.
@@ -387,8 +387,7 @@ func runNoTx(ctx context.Context, conn *pgx.Conn, cfg *config.Config, t target, 
 	if err != nil {
 		return err
 	}
-	setup := append(timeoutSetup(cfg, false), "SET ROLE "+q(cfg.Admin.OwnerRole), "SET search_path TO "+q(t.schema))
-	if err := execScript(ctx, conn, setup); err != nil {
+	if err := execScript(ctx, conn, timeoutSetup(cfg, false)); err != nil {
 		return err
 	}
 	defer func() {
@@ -400,7 +399,11 @@ func runNoTx(ctx context.Context, conn *pgx.Conn, cfg *config.Config, t target, 
 			conn.Close(rctx)
 		}
 	}()
+	// The admin role takes the lock: hardening revokes the advisory lock functions from the owner role.
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1, hashtext($2))", lockClassTenant, t.tenant); err != nil {
+		return err
+	}
+	if err := execScript(ctx, conn, []string{"SET ROLE " + q(cfg.Admin.OwnerRole), "SET search_path TO " + q(t.schema)}); err != nil {
 		return err
 	}
 	var recorded bool
