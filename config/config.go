@@ -407,8 +407,11 @@ func (c *Config) Validate() error {
 	if c.Tenancy.TripwireSampleRate < 0 || c.Tenancy.TripwireSampleRate > 1 {
 		bad("[tenancy] tripwire_sample_rate", "must be between 0 and 1, got %v", c.Tenancy.TripwireSampleRate)
 	}
-	if c.Migrations.LockTimeout.Duration < 0 || c.Migrations.StatementTimeout.Duration < 0 {
-		bad("[migrations] lock_timeout", "lock_timeout and statement_timeout must be positive")
+	if c.Migrations.LockTimeout.Duration < 0 {
+		bad("[migrations] lock_timeout", "must be positive, got %v", c.Migrations.LockTimeout.Duration)
+	}
+	if c.Migrations.StatementTimeout.Duration < 0 {
+		bad("[migrations] statement_timeout", "must be positive, got %v", c.Migrations.StatementTimeout.Duration)
 	}
 	if c.Migrations.Retries != nil && *c.Migrations.Retries < 0 {
 		bad("[migrations] retries", "must be 0 or more, got %d", *c.Migrations.Retries)

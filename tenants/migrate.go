@@ -192,6 +192,11 @@ func loadMigrationSet(cfg *config.Config) (migrationSet, error) {
 	if ms.shared, err = loadMigrations(resolveDir(cfg, cfg.Migrations.SharedDir)); err != nil {
 		return ms, fmt.Errorf("shared %w", err)
 	}
+	for _, m := range ms.shared {
+		if len(m.Targets) > 0 {
+			return ms, fmt.Errorf("shared migrations: %s: the shared schema has no tenant-specific files (header \"tenants\")", m.File)
+		}
+	}
 	return ms, nil
 }
 
