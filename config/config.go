@@ -172,8 +172,9 @@ type Tenant struct {
 	// Suspended tenants get no new sessions.
 	Suspended bool `toml:"suspended"`
 	// MigrationGroup orders `migrate up` rollouts (groups in name order, before ungrouped tenants) and
-	// names the tenant in tenant-specific migration headers. Read by name also with catalog = "database".
-	MigrationGroup string `toml:"migration_group"`
+	// names the tenant in tenant-specific migration headers. Read by name also with catalog = "database";
+	// never part of the database catalog (db:"-").
+	MigrationGroup string `toml:"migration_group" db:"-"`
 }
 
 // User is one client identity.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -271,9 +272,22 @@ func migrateRepair(ctx context.Context, cfg *config.Config, name string, dryRun 
 	if err := lockTarget(ctx, tx, name); err != nil {
 		return err
 	}
+	// The tenant's applied tenant-specific files are part of every candidate: repair re-syncs the common
+	// line only.
+	special, err := readSpecificIfAny(ctx, tx)
+	if err != nil {
+		return err
+	}
+	own, err := specificFor(cfg, ms, name)
+	if err == nil {
+		own, err = appliedFiles(own, special[name])
+	}
+	if err != nil {
+		return fmt.Errorf("tenant %q: tenant-specific line: %w", name, err)
+	}
 	lists := make([][]migration, len(ms.tenant)+1)
 	for k := range lists {
-		lists[k] = ms.tenant[:k]
+		lists[k] = append(slices.Clone(ms.tenant[:k]), own...)
 	}
 	if _, err := tx.Exec(ctx, "SAVEPOINT refs"); err != nil {
 		return err

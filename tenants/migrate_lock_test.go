@@ -193,3 +193,18 @@ func TestMigrateNoTransactionFileRunsConcurrentlyAndResumesAtTheFailedStatement(
 		t.Fatalf("late: %d indexes, version %d", n, e.versionOf("late"))
 	}
 }
+
+func TestMigrateUpRunsANoTransactionFileOnTheSharedSchemaConcurrently(t *testing.T) {
+	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
+	e.writeShared("0001_create_events.sql", "CREATE TABLE events (id serial PRIMARY KEY, tenant text NOT NULL, body text);\n")
+	e.must("init")
+	e.must("tenant", "create", "acme")
+	e.writeShared("0002_events_idx.sql", "-- tenantproxy: no-transaction\nCREATE INDEX CONCURRENTLY events_tenant_idx ON events (tenant);\n")
+	r := e.must("migrate", "up")
+	if !strings.Contains(r.stdout, "(shared): applied 0002_events_idx.sql") || e.versionOf("") != 2 {
+		t.Fatalf("migrate up: %v", r)
+	}
+	if n := e.queryInt("SELECT count(*) FROM pg_indexes WHERE schemaname = 'shared' AND indexname = 'events_tenant_idx'"); n != 1 {
+		t.Fatal("the shared index was not built")
+	}
+}

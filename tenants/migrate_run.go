@@ -309,7 +309,7 @@ func stepTarget(ctx context.Context, conn *pgx.Conn, cfg *config.Config, t targe
 	if err != nil || len(steps) == 0 {
 		return nil, true, err
 	}
-	if steps[0].m.NoTx && t.tenant != "" {
+	if steps[0].m.NoTx {
 		tx.Rollback(ctx)
 		if err := runNoTx(ctx, conn, cfg, t, steps[0]); err != nil {
 			return nil, false, err
@@ -317,7 +317,7 @@ func stepTarget(ctx context.Context, conn *pgx.Conn, cfg *config.Config, t targe
 		return []migration{steps[0].m}, len(steps) == 1, nil
 	}
 	n := 0
-	for n < len(steps) && (!steps[n].m.NoTx || t.tenant == "") {
+	for n < len(steps) && !steps[n].m.NoTx {
 		n++
 	}
 	if err := execScript(ctx, tx, migrationSetup(cfg, t.schema)); err != nil {
@@ -376,8 +376,8 @@ func maxVersion(applied []appliedMigration, more []migration) int {
 
 var cicName = regexp.MustCompile(`(?is)^(?:\s|--[^\n]*\n)*create\s+(?:unique\s+)?index\s+concurrently\s+(?:if\s+not\s+exists\s+)?("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)`)
 
-// runNoTx runs a no-transaction file of a tenant statement by statement under the tenant's
-// session-level lock, resuming after the statements a previous run finished.
+// runNoTx runs a no-transaction file of a target (a tenant, or the shared schema) statement by
+// statement under the target's session-level lock, resuming after the statements a previous run finished.
 func runNoTx(ctx context.Context, conn *pgx.Conn, cfg *config.Config, t target, s pendingStep) (err error) {
 	m := s.m
 	if !utf8.ValidString(m.SQL) {
@@ -385,6 +385,9 @@ func runNoTx(ctx context.Context, conn *pgx.Conn, cfg *config.Config, t target, 
 	}
 	stmts, err := splitStatements(m)
 	if err != nil {
+		return err
+	}
+	if err := ensureMigrationCatalog(ctx, conn, cfg); err != nil {
 		return err
 	}
 	if err := execScript(ctx, conn, timeoutSetup(cfg, false)); err != nil {
@@ -469,8 +472,10 @@ ON CONFLICT (tenant, line, version) DO UPDATE SET statements = excluded.statemen
 	if err := recordFiles(ctx, tx, t.tenant, s.line, []migration{m}); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, migrateNotifyPayload(t, st, common, special)); err != nil {
-		return err
+	if t.tenant != "" {
+		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, migrateNotifyPayload(t, st, common, special)); err != nil {
+			return err
+		}
 	}
 	return tx.Commit(ctx)
 }

@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -79,6 +80,14 @@ func TestTenantSpecificMigrationsApplyOnlyWhereNamedAndShowInStatus(t *testing.T
 		if got[k] != v {
 			t.Errorf("status of %s lists %q, want %q", k, got[k], v)
 		}
+	}
+	conn := e.connect("")
+	versions, err := TenantMigrationVersions(context.Background(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if versions["acme"] != (MigrationVersion{Version: 2, Specific: 1}) || versions["umbrella"] != (MigrationVersion{Version: 2}) || len(versions) != 4 {
+		t.Fatalf("TenantMigrationVersions: %+v", versions)
 	}
 	// A second file for acme is pending until the next run; a rerun touches nobody else.
 	e.writeFile("tenants/acme/0002_acme_more.sql", "CREATE INDEX items_id_name_idx ON items (id, name);\n")
