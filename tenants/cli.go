@@ -63,7 +63,12 @@ var commands = []command{
 		summary: "create a tenant: schema, NOLOGIN role, grants, default privileges, all migrations, catalog row (idempotent)",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			schema := fs.String("schema", "", "schema `S` of the tenant (default: NAME)")
-			return func(a []string) error { return runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout) }
+			return func(a []string) error {
+				if err := runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout); err != nil {
+					return err
+				}
+				return applyOwnFiles(e.ctx, e.cfg, a[0], *schema, e.stdout)
+			}
 		}},
 	{path: "tenant list", args: "[--json]", summary: "list tenants with status, migration version and size",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {

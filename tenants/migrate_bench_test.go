@@ -34,6 +34,7 @@ const (
 //	p99-migrate-ms, max-migrate-ms  query latency while it runs
 //	index-s, p99-index-ms         `migrate up --parallel 4` of a no-transaction file with CREATE INDEX
 //	                              CONCURRENTLY across the 1,000 tenants, and the latency meanwhile
+//	drift-s                       `migrate status --drift` of the 1,000 tenants (no load)
 //
 // Run it with: go test ./tenants -run '^$' -bench Migrate1000 -benchtime 1x
 func BenchmarkMigrate1000TenantsUnderLoad(b *testing.B) {
@@ -136,6 +137,13 @@ func BenchmarkMigrate1000TenantsUnderLoad(b *testing.B) {
 		if n := e.queryInt("SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid WHERE c.relname = 'accounts_abalance_idx' AND x.indisvalid"); n != benchTenants {
 			b.Fatalf("%d valid indexes, want %d", n, benchTenants)
 		}
+		start = time.Now()
+		r = e.run("migrate", "status", "--drift")
+		drift := time.Since(start)
+		if r.code != ExitOK || !strings.Contains(r.stdout, "drift: 0 of 1000 tenants differ") {
+			b.Fatalf("migrate status --drift: %s", r.stderr)
+		}
+		b.ReportMetric(drift.Seconds(), "drift-s")
 		var all [4][]time.Duration
 		for c := range lat {
 			for p := range all {

@@ -3,6 +3,7 @@ package tenants
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -185,4 +186,36 @@ func readAllSpecific(ctx context.Context, db querier) (map[string][]appliedMigra
 		out[t] = append(out[t], a)
 	}
 	return out, catalogError(rows.Err())
+}
+
+// applyOwnFiles applies the pending tenant-specific files of a tenant just created (`tenant create`
+// applies the common line in its own transaction); it prints nothing when the tenant has none.
+func applyOwnFiles(ctx context.Context, cfg *config.Config, name, schema string, out io.Writer) error {
+	if schema == "" {
+		schema = name
+	}
+	ms, err := loadMigrationSet(cfg)
+	if err != nil {
+		return err
+	}
+	own, err := specificFor(cfg, ms, name)
+	if err != nil || len(own) == 0 {
+		return err
+	}
+	conn, err := connectAdmin(ctx, cfg, "")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if err := ensureMigrationCatalog(ctx, conn, cfg); err != nil {
+		return err
+	}
+	res, err := runTarget(ctx, conn, cfg, target{tenant: name, schema: schema, common: ms.tenant, specific: own})
+	if err != nil {
+		return fmt.Errorf("tenant %q: tenant-specific migrations: %w", name, err)
+	}
+	if len(res.applied) > 0 {
+		fmt.Fprintf(out, "tenant %s: applied %s\n", name, fileList(res.applied))
+	}
+	return nil
 }

@@ -103,6 +103,12 @@ func TestTenantSpecificMigrationsApplyOnlyWhereNamedAndShowInStatus(t *testing.T
 	if n := e.queryInt("SELECT count(*) FROM tenantproxy.tenant_migrations WHERE tenant = 'acme'"); n != 0 {
 		t.Fatalf("%d tenant-specific records of the dropped acme left", n)
 	}
+	// Created again, acme gets the common line and then its own files.
+	r = e.must("tenant", "create", "acme")
+	if !strings.Contains(r.stdout, "tenant acme: applied tenants/acme/0001_acme_name_idx.sql, tenants/acme/0002_acme_more.sql") ||
+		!has("acme", "items_id_name_idx") || e.versionOf("acme") != 2 {
+		t.Fatalf("tenant create of a tenant with its own files: %v", r)
+	}
 }
 
 func TestTenantSpecificMigrationFilesAreChecked(t *testing.T) {
