@@ -21,9 +21,13 @@ import (
 
 // Migrations are files named NNNN_description.sql in [migrations] dir (tenant schemas) and
 // [migrations] shared_dir (the shared schema, applied once). The version is NNNN as an integer; other
-// files are ignored; two files with one version are an error. A target's run is ONE transaction, as the
-// owner role with search_path set to the target's schema only: a failing file rolls back that target's
-// whole run, other tenants go on, and a rerun starts that target again from its first pending file.
+// files are ignored; two files with one version are an error; NNNN_description.down.sql undoes NNNN.
+// A target's pending transactional files run in ONE transaction, as the owner role with search_path set
+// to the target's schema only and under [migrations] lock_timeout and statement_timeout: a failing file
+// rolls back that target's whole run, other tenants go on, and a rerun starts that target again from its
+// first pending file. No-transaction files, the tenant-specific line, waves, drift, down and repair are in
+// migrate_run.go, migrate_specific.go, migrate_rollout.go, migrate_drift.go and migrate_down.go; the
+// operator's reference is docs/migrations.md.
 // An applied file whose content changed (sha256), an applied version whose file is gone, and a pending
 // version below an applied one are refused for that target.
 
