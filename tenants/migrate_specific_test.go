@@ -81,6 +81,10 @@ func TestTenantSpecificMigrationsApplyOnlyWhereNamedAndShowInStatus(t *testing.T
 			t.Errorf("status of %s lists %q, want %q", k, got[k], v)
 		}
 	}
+	// The references of drift include each tenant's own applied files.
+	if r := e.must("migrate", "status", "--drift"); !strings.Contains(r.stdout, "drift: 0 of 4 tenants differ") {
+		t.Fatalf("drift with tenant-specific files: %v", r)
+	}
 	conn := e.connect("")
 	versions, err := TenantMigrationVersions(context.Background(), conn)
 	if err != nil {
