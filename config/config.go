@@ -183,6 +183,10 @@ type Tenant struct {
 	Weight int `toml:"weight" db:"-"`
 	// StatementTimeout applies to the tenant's transactions unless a client sets a lower one.
 	StatementTimeout Duration `toml:"statement_timeout" db:"-"`
+	// MigrationGroup orders `migrate up` rollouts (groups in name order, before ungrouped tenants) and
+	// names the tenant in tenant-specific migration headers. Read by name also with catalog = "database";
+	// never part of the database catalog (db:"-").
+	MigrationGroup string `toml:"migration_group" db:"-"`
 }
 
 // User is one client identity.
@@ -224,6 +228,14 @@ type Admin struct {
 type Migrations struct {
 	Dir       string `toml:"dir"`
 	SharedDir string `toml:"shared_dir"`
+	// LockTimeout bounds how long a migration statement waits for a lock (default 3s), so that it never
+	// queues a tenant's traffic behind it for longer; a migration that is not granted its lock is retried.
+	LockTimeout Duration `toml:"lock_timeout"`
+	// StatementTimeout bounds one migration statement (default 10m).
+	StatementTimeout Duration `toml:"statement_timeout"`
+	// Retries is how often a tenant's migration is retried, with backoff, when its lock is not granted
+	// (default 5; 0 means no retry).
+	Retries *int `toml:"retries"`
 }
 
 // Load reads, decodes and validates the file at path.
@@ -303,6 +315,12 @@ func (c *Config) applyDefaults() {
 	d(&c.Pool.ShutdownTimeout, 30*time.Second)
 	s(&c.Auth.Method, AuthSCRAM)
 	d(&c.Auth.FailureDelay, 250*time.Millisecond)
+	d(&c.Migrations.LockTimeout, 3*time.Second)
+	d(&c.Migrations.StatementTimeout, 10*time.Minute)
+	if c.Migrations.Retries == nil {
+		c.Migrations.Retries = new(int)
+		*c.Migrations.Retries = 5
+	}
 	if len(c.Tenancy.Resolve) == 0 {
 		c.Tenancy.Resolve = []string{"user", "database"}
 	}
@@ -404,6 +422,15 @@ func (c *Config) Validate() error {
 	oneOf("[tenancy] catalog", c.Tenancy.Catalog, CatalogConfig, CatalogDatabase)
 	if c.Tenancy.TripwireSampleRate < 0 || c.Tenancy.TripwireSampleRate > 1 {
 		bad("[tenancy] tripwire_sample_rate", "must be between 0 and 1, got %v", c.Tenancy.TripwireSampleRate)
+	}
+	if c.Migrations.LockTimeout.Duration < 0 {
+		bad("[migrations] lock_timeout", "must be positive, got %v", c.Migrations.LockTimeout.Duration)
+	}
+	if c.Migrations.StatementTimeout.Duration < 0 {
+		bad("[migrations] statement_timeout", "must be positive, got %v", c.Migrations.StatementTimeout.Duration)
+	}
+	if c.Migrations.Retries != nil && *c.Migrations.Retries < 0 {
+		bad("[migrations] retries", "must be 0 or more, got %d", *c.Migrations.Retries)
 	}
 	seenT := map[string]bool{}
 	for k, t := range c.Tenants {

@@ -48,16 +48,27 @@ var commands = []command{
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			return func([]string) error { return runInit(e.ctx, e.cfg, e.stdout) }
 		}},
-	{path: "doctor", args: "[--json]", summary: "check the hardening, the pool role and every tenant; exit status 1 on a failed check",
+	{path: "doctor", args: "[--json] [--drift]", summary: "check the hardening, the pool role and every tenant; exit status 1 on a failed check",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			asJSON := fs.Bool("json", false, "print the report as JSON")
-			return func([]string) error { return runDoctor(e, *asJSON) }
+			drift := fs.Bool("drift", false, "only compare every tenant schema with what its migrations produce (see docs/migrations.md)")
+			return func([]string) error {
+				if *drift {
+					return runDrift(e.ctx, e.cfg, *asJSON, e.stdout)
+				}
+				return runDoctor(e, *asJSON)
+			}
 		}},
 	{path: "tenant create", args: "NAME [--schema S]", minArgs: 1, maxArgs: 1,
 		summary: "create a tenant: schema, NOLOGIN role, grants, default privileges, all migrations, catalog row (idempotent)",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			schema := fs.String("schema", "", "schema `S` of the tenant (default: NAME)")
-			return func(a []string) error { return runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout) }
+			return func(a []string) error {
+				if err := runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout); err != nil {
+					return err
+				}
+				return applyOwnFiles(e.ctx, e.cfg, a[0], *schema, e.stdout)
+			}
 		}},
 	{path: "tenant list", args: "[--json]", summary: "list tenants with status, migration version and size",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
@@ -102,28 +113,77 @@ var commands = []command{
 			fs.StringVar(&o.schema, "schema", "", "schema `S` to restore into")
 			return func(a []string) error { return restoreTenant(e.ctx, e.cfg, a[0], o, e.stdout) }
 		}},
-	{path: "migrate up", args: "[--to V] [--tenant NAME] [--parallel N] [--dry-run]",
-		summary: "apply pending migrations: shared ones once, then every tenant, one transaction per tenant",
+	{path: "migrate up", args: "[--to V] [--tenant NAME | --tenants A,B] [--exclude A,B] [--canary N] [--wave P [--max-failures F]] [--parallel N] [--dry-run]",
+		summary: "apply pending migrations: shared ones once, then each tenant lock-safely, in rollout order and optional waves",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			var o migrateOptions
+			var only, exclude string
 			fs.IntVar(&o.to, "to", 0, "apply versions up to `V` only, of tenant and shared migrations (default: all)")
 			fs.StringVar(&o.tenant, "tenant", "", "migrate tenant `NAME` only (shared migrations are skipped)")
+			fs.StringVar(&only, "tenants", "", "migrate the tenants of the comma-separated `LIST` only (shared migrations are skipped)")
+			fs.StringVar(&exclude, "exclude", "", "leave the tenants of the comma-separated `LIST` out (shared migrations are skipped)")
+			fs.IntVar(&o.canary, "canary", 0, "migrate the first `N` tenants of the rollout order, then stop and report (with --wave: then go on in waves)")
+			fs.Float64Var(&o.wave, "wave", 0, "migrate `P` percent of the tenants at a time, stopping after a wave when the failure rate exceeds --max-failures")
+			fs.Float64Var(&o.maxFailures, "max-failures", 0, "failure rate in `PERCENT` of the tenants attempted above which --canary/--wave stop")
 			fs.IntVar(&o.parallel, "parallel", 1, "migrate `N` tenants at a time, over N connections")
 			fs.BoolVar(&o.dryRun, "dry-run", false, "print what would be applied and change nothing")
 			return func([]string) error {
-				if o.parallel < 1 {
+				o.tenants, o.exclude = splitList(only), splitList(exclude)
+				switch {
+				case o.parallel < 1:
 					return usagef("--parallel must be at least 1, got %d", o.parallel)
-				}
-				if o.to < 0 {
+				case o.to < 0:
 					return usagef("--to must be a positive version, got %d", o.to)
+				case o.canary < 0:
+					return usagef("--canary must be at least 1, got %d", o.canary)
+				case o.wave < 0 || o.wave > 100:
+					return usagef("--wave must be a percentage between 0 and 100, got %g", o.wave)
+				case o.maxFailures < 0 || o.maxFailures > 100:
+					return usagef("--max-failures must be a percentage between 0 and 100, got %g", o.maxFailures)
+				case o.tenant != "" && len(o.tenants) > 0:
+					return usagef("--tenant and --tenants are exclusive")
 				}
 				return migrateUp(e.ctx, e.cfg, o, e.stdout, e.stderr)
 			}
 		}},
-	{path: "migrate status", args: "[--json]", summary: "print each tenant's migration version and pending count",
+	{path: "migrate status", args: "[--json] [--drift]", summary: "print each tenant's migration version and pending count, tenants per version, tenant-specific files",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
-			asJSON := fs.Bool("json", false, "print JSON")
-			return func([]string) error { return migrateStatus(e.ctx, e.cfg, *asJSON, e.stdout) }
+			var o statusOptions
+			fs.BoolVar(&o.asJSON, "json", false, "print JSON")
+			fs.BoolVar(&o.drift, "drift", false, "also compare every tenant schema with what its migrations produce")
+			return func([]string) error { return migrateStatus(e.ctx, e.cfg, o, e.stdout) }
+		}},
+	{path: "migrate down", args: "--to V [--tenant NAME] [--parallel N]",
+		summary: "undo tenant migrations above version V with their .down.sql files, newest first, lock-safely",
+		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
+			var o downOptions
+			o.to = -1
+			fs.IntVar(&o.to, "to", -1, "undo every common migration above version `V` (0: all) (required)")
+			fs.StringVar(&o.tenant, "tenant", "", "undo on tenant `NAME` only")
+			fs.IntVar(&o.parallel, "parallel", 1, "work on `N` tenants at a time")
+			return func([]string) error {
+				if o.to < 0 {
+					return usagef("--to V is required (0 undoes every migration)")
+				}
+				if o.parallel < 1 {
+					return usagef("--parallel must be at least 1, got %d", o.parallel)
+				}
+				return migrateDown(e.ctx, e.cfg, o, e.stdout, e.stderr)
+			}
+		}},
+	{path: "migrate repair", args: "--tenant NAME [--dry-run]",
+		summary: "re-sync a hand-fixed tenant's migration records with the version its schema matches; checksums still checked",
+		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
+			var tenant string
+			var dry bool
+			fs.StringVar(&tenant, "tenant", "", "tenant `NAME` to repair (required)")
+			fs.BoolVar(&dry, "dry-run", false, "print what would change and change nothing")
+			return func([]string) error {
+				if tenant == "" {
+					return usagef("--tenant NAME is required")
+				}
+				return migrateRepair(e.ctx, e.cfg, tenant, dry, e.stdout)
+			}
 		}},
 	{path: "rls status", args: "[TABLE] [--json]", maxArgs: 1,
 		summary: "print the row level security state of shared tables (or of TABLE)",
@@ -150,7 +210,7 @@ var commands = []command{
 }
 
 // Main runs a lifecycle subcommand of tenantproxy: init, doctor, tenant create|list|suspend|resume|drop|
-// backup|restore, migrate up|status, rls status|enable|disable. args excludes the program name, for
+// backup|restore, migrate up|status|down|repair, rls status|enable|disable. args excludes the program name, for
 // example ["tenant", "create", "acme"]; flags may come before or after positional arguments. Every
 // command accepts --help. Main returns the exit status: 0 success, 1 failure, 2 usage error.
 func Main(ctx context.Context, cfg *config.Config, args []string, stdout, stderr io.Writer) int {
@@ -189,6 +249,17 @@ func Main(ctx context.Context, cfg *config.Config, args []string, stdout, stderr
 		fmt.Fprintf(stderr, "tenantproxy %s: %v\n", cmd.path, err)
 	}
 	return ExitFailure
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func argsWord(cmd command) string {

@@ -371,6 +371,7 @@ func dropTenant(ctx context.Context, conn *pgx.Conn, cfg *config.Config, name st
 	}
 	stmts = append(stmts,
 		"DELETE FROM tenantproxy.migrations WHERE tenant = "+lit(name),
+		dropMigrationRecordsSQL(name),
 		"DELETE FROM tenantproxy.tenants WHERE name = "+lit(name),
 		notifyStatement("drop", name))
 	if err := execScript(ctx, tx, stmts); err != nil {

@@ -37,7 +37,9 @@ const CatalogSchema = "tenantproxy"
 const SharedSchema = "shared"
 
 // NotifyChannel is the LISTEN/NOTIFY channel on which tenant create, suspend, resume, drop and restore
-// announce a change of the catalog. The payload is "<op> <tenant>", for example "create acme".
+// announce a change of the catalog. The payload is "<op> <tenant>", for example "create acme"; after a
+// tenant's migration commits it is "migrate <tenant> <version> [<tenant-specific version>]" (see
+// docs/migrations.md).
 const NotifyChannel = "tenantproxy_catalog"
 
 // PolicyName is the row-level security policy that `rls enable` puts on a shared table.
