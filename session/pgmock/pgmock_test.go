@@ -102,23 +102,23 @@ func TestBackendAnswersLikePostgreSQL(t *testing.T) {
 		want    string
 		skipped int // queries discarded in skip mode, which get no ReadyForQuery
 	}{
-		{"select echoes its expression", []pgproto3.FrontendMessage{q("SELECT 'x'")}, "T|D 'x'|C SELECT 1|Z I"},
-		{"empty query", []pgproto3.FrontendMessage{q(" ; ")}, "I|Z I"},
-		{"transaction status", []pgproto3.FrontendMessage{q("BEGIN; SELECT 1")}, "C BEGIN|T|D 1|C SELECT 1|Z T"},
-		{"an error aborts the transaction", []pgproto3.FrontendMessage{q("BEGIN; SELECT 1/0")}, "C BEGIN|E 22012|Z E"},
-		{"savepoint outside a transaction", []pgproto3.FrontendMessage{q("SAVEPOINT a")}, "E 25P01|Z I"},
+		{"select echoes its expression", []pgproto3.FrontendMessage{q("SELECT 'x'")}, "T|D 'x'|C SELECT 1|Z I", 0},
+		{"empty query", []pgproto3.FrontendMessage{q(" ; ")}, "I|Z I", 0},
+		{"transaction status", []pgproto3.FrontendMessage{q("BEGIN; SELECT 1")}, "C BEGIN|T|D 1|C SELECT 1|Z T", 0},
+		{"an error aborts the transaction", []pgproto3.FrontendMessage{q("BEGIN; SELECT 1/0")}, "C BEGIN|E 22012|Z E", 0},
+		{"savepoint outside a transaction", []pgproto3.FrontendMessage{q("SAVEPOINT a")}, "E 25P01|Z I", 0},
 		{"rollback to a savepoint keeps the transaction", []pgproto3.FrontendMessage{q("BEGIN; SAVEPOINT a; SELECT 1/0"), q("ROLLBACK TO a; SELECT 2")},
-			"C BEGIN|C SAVEPOINT|E 22012|Z E|C ROLLBACK|T|D 2|C SELECT 1|Z T"},
-		{"settings read back", []pgproto3.FrontendMessage{q(`SET "tenantproxy.tenant" TO 'acme'; SELECT current_setting('tenantproxy.tenant')`)}, "C SET|T|D acme|C SELECT 1|Z I"},
-		{"reset all forgets settings", []pgproto3.FrontendMessage{q("SET a.b = 'x'; RESET ALL; SHOW a.b")}, "C SET|C RESET|T|D |C SELECT 1|Z I"},
-		{"poison statement fails to parse", []pgproto3.FrontendMessage{q(pgmock.PoisonSQL)}, "E 42601|Z I"},
+			"C BEGIN|C SAVEPOINT|E 22012|Z E|C ROLLBACK|T|D 2|C SELECT 1|Z T", 0},
+		{"settings read back", []pgproto3.FrontendMessage{q(`SET "tenantproxy.tenant" TO 'acme'; SELECT current_setting('tenantproxy.tenant')`)}, "C SET|T|D acme|C SELECT 1|Z I", 0},
+		{"reset all forgets settings", []pgproto3.FrontendMessage{q("SET a.b = 'x'; RESET ALL; SHOW a.b")}, "C SET|C RESET|T|D |C SELECT 1|Z I", 0},
+		{"poison statement fails to parse", []pgproto3.FrontendMessage{q(pgmock.PoisonSQL)}, "E 42601|Z I", 0},
 		{"skip to Sync after an extended error, simple queries included", []pgproto3.FrontendMessage{
 			&pgproto3.Parse{Query: "SELECT bad_column"}, &pgproto3.Bind{}, q("SELECT 1"), &pgproto3.Sync{},
 		}, "E 42703|Z I", 1},
 		{"extended round trip", []pgproto3.FrontendMessage{
 			&pgproto3.Parse{Name: "s", Query: "SELECT 'e'"}, &pgproto3.Bind{PreparedStatement: "s"}, &pgproto3.Describe{ObjectType: 'P'},
 			&pgproto3.Execute{}, &pgproto3.Sync{},
-		}, "1|2|T|D 'e'|C SELECT 1|Z I"},
+		}, "1|2|T|D 'e'|C SELECT 1|Z I", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
