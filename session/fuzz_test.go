@@ -80,6 +80,9 @@ const (
 	fuzzLimit = 3 * time.Second
 )
 
+// fuzzSlept is the row of a held query that completed.
+const fuzzSlept = "slept"
+
 // fuzzTenants are the tenants of the two clients.
 var fuzzTenants = [2]string{"acme", "globex"}
 
@@ -318,7 +321,7 @@ func (c *fuzzClient) read() {
 			switch {
 			case v == end:
 				c.afterEnd = true
-			case v == "" || strings.HasPrefix(v, own):
+			case v == fuzzSlept || strings.HasPrefix(v, own):
 				// the held query's row, or one of this client's markers
 			case v == c.tenant:
 				c.tenantRows++ // its tenant, read from the backend's tenant setting
@@ -460,7 +463,7 @@ func runRelayFuzz(t *testing.T, guard *session.PolicyGuard, data []byte) {
 	if cfgByte&fzPoolTwo != 0 {
 		pool = 2
 	}
-	srv := pgmock.New(pgmock.Config{Role: poolRole, SleepFor: 2 * time.Millisecond, HoldLimit: fuzzLimit, WaitLimit: fuzzLimit})
+	srv := pgmock.New(pgmock.Config{Role: poolRole, SleepFor: 2 * time.Millisecond, SleepResult: fuzzSlept, HoldLimit: fuzzLimit, WaitLimit: fuzzLimit})
 	cfg := session.Config{
 		Mode: mode, PoolSize: pool, WaitTimeout: 30 * time.Second, MaxPreparedStatements: 100, MaxMessageSize: 64 << 10,
 		PoolRole: poolRole, Dialer: srv, Guard: guard, Logger: zap.NewNop(),
@@ -586,6 +589,10 @@ func (r *fuzzRun) act(c *fuzzClient, kind, arg byte, extra []byte) {
 		}
 		r.trace = append(r.trace, fmt.Sprintf("client %d: cancel (right key %v)", c.id, arg&1 == 0))
 		r.e.Cancel(pid, secret)
+		// Stats runs on the loop after the cancel: it has reached the relay before the client's next bytes,
+		// as a client's cancel request on its own connection usually does. Otherwise it could cancel the
+		// messages the run ends with, which are not the ones it was sent for.
+		r.e.Stats()
 	case fzWait:
 		r.trace = append(r.trace, fmt.Sprintf("client %d: wait", c.id))
 		r.waitReplies(c)

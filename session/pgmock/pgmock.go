@@ -74,6 +74,8 @@ type Config struct {
 	// SleepFor, when positive, lets a held query complete on its own after this long, like pg_sleep;
 	// otherwise it waits for Wake or a cancel request.
 	SleepFor time.Duration
+	// SleepResult is the one value of the row a held query returns when it completes ("" by default).
+	SleepResult string
 	// HoldLimit fails a held query that nothing released after this long (DefaultHoldLimit when zero).
 	HoldLimit time.Duration
 	// WaitLimit bounds WaitFor, WaitForMessage and Close (DefaultWaitLimit when zero).
@@ -693,7 +695,7 @@ func (c *Conn) sleep() {
 	defer limit.Stop()
 	complete := func() {
 		c.be.Send(rowDesc())
-		c.be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte("")}})
+		c.be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte(c.s.cfg.SleepResult)}})
 		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
 	}
 	select {
