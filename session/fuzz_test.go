@@ -60,7 +60,7 @@ const (
 	fzWait
 	fzVanish
 	fzTerminate
-	fzGarbage // the argument picks the kind; kinds 2 and 3 then take a length byte and that many bytes
+	fzGarbage // the argument picks the kind; kinds 2 and 3 take a length byte and that many bytes more
 	fzKill
 	fzKinds
 )
@@ -206,7 +206,6 @@ type fuzzClient struct {
 	seq              int
 	gone             string // "vanished", "terminated", "garbage"
 	expectFatal      bool   // garbage the relay must refuse with FATAL
-	endSent          bool
 	closedByUs       bool
 }
 
@@ -279,8 +278,9 @@ func (c *fuzzClient) read() {
 		c.mu.Lock()
 		if err != nil {
 			c.readErr = err
+			greeted := c.greeted
 			c.mu.Unlock()
-			if !c.greetedLocked() {
+			if !greeted {
 				close(c.greet)
 			}
 			return
@@ -336,8 +336,6 @@ func (c *fuzzClient) read() {
 		}
 	}
 }
-
-func (c *fuzzClient) greetedLocked() bool { return c.greeted }
 
 // fuzzRun is the state of one input's run.
 type fuzzRun struct {
@@ -648,7 +646,6 @@ func (r *fuzzRun) finish() {
 			c.send(encodeMsgs(&pgproto3.Sync{}, &pgproto3.Query{String: "ROLLBACK"}, &pgproto3.Query{String: "SELECT '" + c.endMarker() + "'"}))
 			c.minSync += 3
 			c.maxSync += 3
-			c.endSent = true
 		case "garbage":
 			if !c.expectFatal {
 				c.conn.Close() // the relay may wait for the rest of a frame, or skip it: nothing is due
