@@ -29,6 +29,10 @@
 //     DescribeFrontend); Messages, Mark, Since and WaitFor read the log, CancelCalls the cancel requests,
 //     Dials the Dial calls and Live the number of connected backends.
 //
+// It is not PostgreSQL: a simple query is split into statements at every ';' (quotes included), savepoints
+// are not tracked by name, and a SET survives the rollback of its transaction. The relay's tests need none
+// of that.
+//
 // The package is test support but imports no testing package: its waits take a TB, which testing.TB
 // satisfies.
 package pgmock
