@@ -20,7 +20,8 @@
 // Scripted behaviours:
 //   - sleep: the text Config.SleepSQL is held until Wake releases it, a cancel request (Server.Cancel with
 //     the backend's key) interrupts it with 57014, Config.SleepFor passes (it then completes normally, as
-//     pg_sleep does), or Config.HoldLimit passes (it then fails with XX000);
+//     pg_sleep does), or Config.HoldLimit passes (it then fails with XX000); with Config.QueryTime every
+//     other simple query takes time too, and a cancel request interrupts it;
 //   - inject: Conn.Inject sends messages on the server's own initiative (a NotificationResponse);
 //   - fail: FailParse makes texts containing a string fail to parse from then on, DropColumn is the
 //     column case of it, SetDialError fails every Dial, Conn.Close ends a backend from the server side;
@@ -80,6 +81,11 @@ type Config struct {
 	SleepFor time.Duration
 	// SleepResult is the one value of the row a held query returns when it completes ("" by default).
 	SleepResult string
+	// QueryTime, when positive, is how long every other simple Query takes on the server; a cancel
+	// request arriving meanwhile interrupts it with 57014, as PostgreSQL's would. The relay's own
+	// statements (tenant setup, ROLLBACK, DISCARD ALL, the tripwire's check) are simple queries too, so a
+	// late cancel request can hit them.
+	QueryTime time.Duration
 	// HoldLimit fails a held query that nothing released after this long (DefaultHoldLimit when zero).
 	HoldLimit time.Duration
 	// WaitLimit bounds WaitFor, WaitForMessage and Close (DefaultWaitLimit when zero).
@@ -658,6 +664,11 @@ func (c *Conn) simpleQuery(sql string) {
 		c.sleep()
 		return
 	}
+	if d := c.s.cfg.QueryTime; d > 0 && c.interruptible(d) {
+		c.fail("57014", "canceling statement due to user request")
+		c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.status})
+		return
+	}
 	empty := true
 	for _, stmt := range strings.Split(sql, ";") {
 		stmt = strings.TrimSpace(stmt)
@@ -684,11 +695,37 @@ func (c *Conn) simpleQuery(sql string) {
 	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.status})
 }
 
+// setSleeping marks the backend as running something a cancel request interrupts. Once it is not, a
+// cancel that came too late is dropped, as PostgreSQL drops a cancel for an idle backend.
+func (c *Conn) setSleeping(v bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sleeping = v
+	if !v {
+		select {
+		case <-c.cancel:
+		default:
+		}
+	}
+}
+
+// interruptible runs for d, or until a cancel request; it reports whether it was cancelled.
+func (c *Conn) interruptible(d time.Duration) bool {
+	c.setSleeping(true)
+	defer c.setSleeping(false)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return false
+	case <-c.cancel:
+		return true
+	}
+}
+
 // sleep holds a query until Wake, a cancel request, SleepFor or HoldLimit.
 func (c *Conn) sleep() {
-	c.mu.Lock()
-	c.sleeping = true
-	c.mu.Unlock()
+	c.setSleeping(true)
 	var done <-chan time.Time
 	if d := c.s.cfg.SleepFor; d > 0 {
 		t := time.NewTimer(d)
@@ -714,9 +751,7 @@ func (c *Conn) sleep() {
 	}
 	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.status})
 	c.be.Flush()
-	c.mu.Lock()
-	c.sleeping = false
-	c.mu.Unlock()
+	c.setSleeping(false)
 }
 
 // returnsRows reports whether a statement sends a RowDescription.

@@ -204,3 +204,36 @@ func TestScriptedFailures(t *testing.T) {
 		t.Error("the connection stayed open after Conn.Close")
 	}
 }
+
+func TestQueryTimeLetsACancelHitAnyQuery(t *testing.T) {
+	s := newServer(t, pgmock.Config{QueryTime: time.Minute})
+	fe, conn, pid, secret := frontend(t, s)
+	fe.Send(q("SET ROLE x"))
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitForMessage(t, 0, "Q SET ROLE x")
+	errc := make(chan error, 1)
+	go func() { errc <- s.Cancel(context.Background(), pid, secret) }()
+	if got := strings.Join(exchange(t, fe, conn, 1), "|"); got != "E 57014|Z I" {
+		t.Errorf("got %s, want the statement cancelled", got)
+	}
+	if err := <-errc; err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLateCancelIsDropped(t *testing.T) {
+	s := newServer(t, pgmock.Config{SleepFor: time.Millisecond})
+	fe, conn, pid, secret := frontend(t, s)
+	if got := strings.Join(exchange(t, fe, conn, 1, q(s.SleepSQL())), "|"); got != "T|D |C SELECT 1|Z I" {
+		t.Fatalf("held query: got %s", got)
+	}
+	// The backend is idle: a cancel now reaches nothing, and the next held query is not cut short by it.
+	if err := s.Cancel(context.Background(), pid, secret); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(exchange(t, fe, conn, 1, q(s.SleepSQL())), "|"); got != "T|D |C SELECT 1|Z I" {
+		t.Errorf("the next held query: got %s", got)
+	}
+}
