@@ -88,7 +88,7 @@ const (
 	// fuzzMaxActions bounds an input's actions, so that a run stays well under a second.
 	fuzzMaxActions = 64
 	// fuzzLimit bounds every wait of a run: a run that needs it has hung.
-	fuzzLimit = 3 * time.Second
+	fuzzLimit = 5 * time.Second
 )
 
 // fuzzSlept is the row of a held query that completed.
