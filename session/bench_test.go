@@ -277,7 +277,7 @@ func BenchmarkIdleClientHeap(b *testing.B) {
 	}
 	e.SetTenants([]session.Tenant{testTenant("acme")})
 	e.Start()
-	defer func() { e.Close(); fs.close(b) }()
+	defer func() { e.Close(); closeServer(b, fs) }()
 	const n = 1000
 	var peers []int
 	defer func() {

@@ -22,9 +22,9 @@ func slowSetupRig(t *testing.T) (*rig, *client) {
 
 func waitSleeping(t *testing.T, r *rig) {
 	t.Helper()
-	pid := r.fs.pids()[0]
+	pid := r.fs.PIDs()[0]
 	deadline := time.Now().Add(waitLimit)
-	for !r.fs.conn(pid).isSleeping() {
+	for !r.fs.Conn(pid).Sleeping() {
 		if time.Now().After(deadline) {
 			t.Fatal("the setup never reached the server")
 		}
@@ -38,26 +38,25 @@ func waitSleeping(t *testing.T, r *rig) {
 // TestOwnCancelNeverEndsTheSession under load.
 func TestCancelDuringASeparateSetupWaitsForTheClientsStatement(t *testing.T) {
 	r, c := slowSetupRig(t)
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	// An extended-protocol batch gets the setup as a Query of its own, ahead of it.
 	c.send(&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
-	r.fs.waitForMessage(t, m, "Q SET ROLE")
+	r.fs.WaitForMessage(t, m, "Q SET ROLE")
 	waitSleeping(t, r)
 	r.e.Cancel(c.pid, c.secret)
 	r.e.Stats() // the loop has handled the cancel
-	if calls := r.fs.cancelCalls(); len(calls) != 0 {
+	if calls := r.fs.CancelCalls(); len(calls) != 0 {
 		t.Fatalf("the cancel reached the server while the setup ran: %v", calls)
 	}
-	select {
-	case r.fs.wake <- struct{}{}:
-	case <-time.After(waitLimit):
+	if !r.fs.Conn(r.fs.PIDs()[0]).Sleeping() {
 		t.Fatal("the setup stopped waiting: the cancel reached it")
 	}
+	r.fs.Wake()
 	// The cancel goes out once the client's own statement is next; the fake finished it already, so the
 	// statement completes, as on a direct connection whose query was done before the cancel came.
 	equal(t, "client's statement", c.untilReady(), []string{"ParseComplete", "BindComplete", "DataRow 1", "CommandComplete SELECT 1", "ReadyForQuery I"})
 	deadline := time.Now().Add(waitLimit)
-	for len(r.fs.cancelCalls()) == 0 {
+	for len(r.fs.CancelCalls()) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the deferred cancel was never sent")
 		}
@@ -72,21 +71,16 @@ func TestCancelDuringASeparateSetupWaitsForTheClientsStatement(t *testing.T) {
 func TestCancelDuringACarriedSwitchCancelsTheClientsQuery(t *testing.T) {
 	r, c := slowSetupRig(t)
 	r.connect(info("acme")).query("SELECT 0") // the backend now has acme's context and the same settings
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c.send(&pgproto3.Query{String: "SELECT 1"})
-	r.fs.waitForMessage(t, m, `Q SET ROLE "tenant_slow"`)
+	r.fs.WaitForMessage(t, m, `Q SET ROLE "tenant_slow"`)
 	waitSleeping(t, r)
 	r.e.Cancel(c.pid, c.secret)
 	equal(t, "cancelled Query", c.untilReady(), []string{"ErrorResponse ERROR 57014 canceling statement due to user request", "ReadyForQuery I"})
-	m = r.fs.mark()
-	go func() {
-		select {
-		case r.fs.wake <- struct{}{}: // the next switch sleeps too
-		case <-time.After(waitLimit):
-		}
-	}()
+	m = r.fs.Mark()
+	r.fs.Wake() // the next switch sleeps too
 	equal(t, "session goes on", c.query("SELECT 2"), selectReply("2", 'I'))
-	if got := r.fs.since(m); len(got) != 1 || !strings.HasPrefix(got[0], `Q SET ROLE "tenant_slow"`) {
+	if got := r.fs.Since(m); len(got) != 1 || !strings.HasPrefix(got[0], `Q SET ROLE "tenant_slow"`) {
 		t.Errorf("server after the cancelled switch: %v", got)
 	}
 }
@@ -104,7 +98,7 @@ func TestErrorInACarriedQueryIsTheClientsOwn(t *testing.T) {
 		t.Fatalf("got %#v, want 42703 at position %d", msg, len("SELECT ")+1)
 	}
 	equal(t, "after the error", c.untilReady(), []string{"ReadyForQuery I"})
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	equal(t, "next statement", c.query("SELECT 2"), selectReply("2", 'I'))
-	equal(t, "server", r.fs.since(m), []string{carriedOf("globex", "SELECT 2")})
+	equal(t, "server", r.fs.Since(m), []string{carriedOf("globex", "SELECT 2")})
 }

@@ -13,14 +13,14 @@ import (
 func TestNotificationChannelsScopedToTenant(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.connect(info("acme"))
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	equal(t, "LISTEN", c.query("LISTEN foo"), []string{"CommandComplete LISTEN", "ReadyForQuery I"})
-	equal(t, "server", r.fs.since(m), []string{setupOf("acme", defaultSettings), `Q LISTEN "acme.foo"`})
+	equal(t, "server", r.fs.Since(m), []string{setupOf("acme", defaultSettings), `Q LISTEN "acme.foo"`})
 	if st := r.e.Stats(); st.Leased != 1 {
 		t.Errorf("a listening client is not pinned to its backend: %+v", st)
 	}
 
-	r.fs.conn(r.fs.pids()[0]).inject(
+	r.fs.Conn(r.fs.PIDs()[0]).Inject(
 		&pgproto3.NotificationResponse{PID: 99, Channel: "globex.foo", Payload: "another tenant's"},
 		&pgproto3.NotificationResponse{PID: 99, Channel: "foo", Payload: "unscoped"},
 		&pgproto3.NotificationResponse{PID: 99, Channel: "acmefoo.foo", Payload: "a tenant whose name starts alike"},
@@ -45,13 +45,13 @@ func TestNotificationChannelsScopedToTenant(t *testing.T) {
 		{"LISTEN " + strings.Repeat("x", 60), "Q " + poisonSQL, "ErrorResponse ERROR 42622"},
 	}
 	for _, tt := range tests {
-		m := r.fs.mark()
+		m := r.fs.Mark()
 		got := c.query(tt.sql)
 		if !strings.HasPrefix(got[0], tt.reply) {
 			t.Errorf("%s: client got %v, want %s first", tt.sql, got, tt.reply)
 		}
-		r.fs.waitForMessage(t, m, tt.server)
-		if msgs := withoutVerify(r.fs.since(m)); msgs[0] != tt.server {
+		r.fs.WaitForMessage(t, m, tt.server)
+		if msgs := withoutVerify(r.fs.Since(m)); msgs[0] != tt.server {
 			t.Errorf("%s: server got %v, want %s", tt.sql, msgs, tt.server)
 		}
 	}
@@ -63,9 +63,9 @@ func TestDeallocateOfProtocolStatementEmulated(t *testing.T) {
 	c.send(&pgproto3.Parse{Name: "s1", Query: "SELECT 1"}, &pgproto3.Parse{Name: "s2", Query: "SELECT 2"}, &pgproto3.Sync{})
 	c.untilReady()
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	equal(t, "DEALLOCATE s1", c.query("DEALLOCATE s1"), []string{"CommandComplete DEALLOCATE", "ReadyForQuery I"})
-	equal(t, "server", r.fs.since(m), nil)
+	equal(t, "server", r.fs.Since(m), nil)
 	c.send(bindExec("s1")...)
 	equal(t, "Bind after DEALLOCATE", c.untilReady(), []string{`ErrorResponse ERROR 26000 prepared statement "s1" does not exist`, "ReadyForQuery I"})
 
@@ -77,13 +77,13 @@ func TestDeallocateOfProtocolStatementEmulated(t *testing.T) {
 
 	// A name the client never prepared does not exist for it, whatever the shared server holds; one it
 	// prepared with SQL PREPARE goes to the server.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	equal(t, "DEALLOCATE other", c.query("DEALLOCATE other"), []string{`ErrorResponse ERROR 26000 prepared statement "other" does not exist`, "ReadyForQuery I"})
-	equal(t, "server", withoutVerify(r.fs.since(m)), []string{"Q tenantproxy_refused_statement"})
-	m = r.fs.mark()
+	equal(t, "server", withoutVerify(r.fs.Since(m)), []string{"Q tenantproxy_refused_statement"})
+	m = r.fs.Mark()
 	c.query("PREPARE mine AS SELECT 1")
 	c.query("DEALLOCATE mine")
-	equal(t, "server", withoutVerify(r.fs.since(m)), []string{"Q PREPARE mine AS SELECT 1", "Q DEALLOCATE mine"})
+	equal(t, "server", withoutVerify(r.fs.Since(m)), []string{"Q PREPARE mine AS SELECT 1", "Q DEALLOCATE mine"})
 	equal(t, "reserved name", c.query("PREPARE tp7 AS SELECT 1"), []string{`ErrorResponse ERROR 42501 tenantproxy: prepared statement names like "tp7" are reserved by the proxy`, "ReadyForQuery I"})
 	equal(t, "EXECUTE of another's", c.query("EXECUTE tp1"), []string{`ErrorResponse ERROR 26000 prepared statement "tp1" does not exist`, "ReadyForQuery I"})
 }

@@ -42,27 +42,27 @@ func TestNamedStatementsInternedPerTenant(t *testing.T) {
 
 	c1.send(&pgproto3.Parse{Name: "s1", Query: "SELECT 1"}, &pgproto3.Sync{})
 	equal(t, "first Parse", c1.untilReady(), []string{"ParseComplete", "ReadyForQuery I"})
-	first := r.fs.messages()
+	first := r.fs.Messages()
 	id := serverName(t, first, "SELECT 1")
 	equal(t, "server after the first Parse", first, []string{setupOf("acme", defaultSettings), "P " + id + " SELECT 1", "S"})
 
 	// Same tenant, same text, same backend: the statement is there already.
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c2.send(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "s1", Query: "SELECT 1"}}, bindExec("s1")...)...)
 	equal(t, "second client", c2.untilReady(), append([]string{"ParseComplete"}, execReply("1")...))
-	equal(t, "server for the second client", r.fs.since(m), []string{"B  " + id, "E ", "S"})
+	equal(t, "server for the second client", r.fs.Since(m), []string{"B  " + id, "E ", "S"})
 
 	// Same tenant, another name for the same text: the same server statement.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c2.send(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "other", Query: "SELECT 1"}}, bindExec("other")...)...)
 	equal(t, "second name", c2.untilReady(), append([]string{"ParseComplete"}, execReply("1")...))
-	equal(t, "server for a second name", r.fs.since(m), []string{"B  " + id, "E ", "S"})
+	equal(t, "server for a second name", r.fs.Since(m), []string{"B  " + id, "E ", "S"})
 
 	// Another tenant never shares the statement.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c3.send(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "s1", Query: "SELECT 1"}}, bindExec("s1")...)...)
 	equal(t, "other tenant", c3.untilReady(), append([]string{"ParseComplete"}, execReply("1")...))
-	got := r.fs.since(m)
+	got := r.fs.Since(m)
 	id3 := serverName(t, got, "SELECT 1")
 	if id3 == id {
 		t.Fatalf("tenants acme and globex share the server statement %s", id)
@@ -70,10 +70,10 @@ func TestNamedStatementsInternedPerTenant(t *testing.T) {
 	equal(t, "server for another tenant", got, []string{"Q RESET ROLE", setupOf("globex", defaultSettings), "P " + id3 + " SELECT 1", "B  " + id3, "E ", "S"})
 
 	// Different parameter types make a different statement.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c1.send(&pgproto3.Parse{Name: "typed", Query: "SELECT 1", ParameterOIDs: []uint32{23}}, &pgproto3.Sync{})
 	c1.untilReady()
-	if id4 := serverName(t, r.fs.since(m), "SELECT 1"); id4 == id {
+	if id4 := serverName(t, r.fs.Since(m), "SELECT 1"); id4 == id {
 		t.Errorf("a statement with parameter types shares %s with the untyped one", id)
 	}
 }
@@ -95,10 +95,10 @@ func TestCloseStatementAnsweredLocally(t *testing.T) {
 	c.send(&pgproto3.Parse{Name: "s1", Query: "SELECT 1"}, &pgproto3.Sync{})
 	c.untilReady()
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c.send(&pgproto3.Close{ObjectType: 'S', Name: "s1"}, &pgproto3.Sync{})
 	equal(t, "Close", c.untilReady(), []string{"CloseComplete", "ReadyForQuery I"})
-	equal(t, "server", r.fs.since(m), []string{"S"})
+	equal(t, "server", r.fs.Since(m), []string{"S"})
 
 	c.send(bindExec("s1")...)
 	equal(t, "Bind after Close", c.untilReady(), []string{`ErrorResponse ERROR 26000 prepared statement "s1" does not exist`, "ReadyForQuery I"})
@@ -110,7 +110,7 @@ func TestCloseStatementAnsweredLocally(t *testing.T) {
 	// The name may be parsed again, with another text.
 	c.send(append([]pgproto3.FrontendMessage{&pgproto3.Parse{Name: "s1", Query: "SELECT 2"}}, bindExec("s1")...)...)
 	equal(t, "Parse after Close", c.untilReady(), append([]string{"ParseComplete"}, execReply("2")...))
-	for _, msg := range r.fs.messages() {
+	for _, msg := range r.fs.Messages() {
 		if strings.HasPrefix(msg, "C S") {
 			t.Errorf("Close reached the server: %q", msg)
 		}
@@ -132,7 +132,7 @@ func TestBindUnknownStatement(t *testing.T) {
 			c := r.connect(info("acme"))
 			c.send(bindExec(tt.stmt)...)
 			equal(t, "client", c.untilReady(), []string{tt.want, "ReadyForQuery I"})
-			for _, msg := range r.fs.messages() {
+			for _, msg := range r.fs.Messages() {
 				if strings.HasPrefix(msg, "B ") {
 					t.Errorf("the Bind reached the server: %q", msg)
 				}
@@ -152,11 +152,11 @@ func TestUnnamedStatementNeverShared(t *testing.T) {
 			owner.send(&pgproto3.Parse{Query: "SELECT 'secret'"}, &pgproto3.Sync{})
 			owner.untilReady()
 
-			m := r.fs.mark()
+			m := r.fs.Mark()
 			other.send(bindExec("")...)
 			equal(t, "other client", other.untilReady(), []string{"ErrorResponse ERROR 26000 unnamed prepared statement does not exist", "ReadyForQuery I"})
-			if i := indexPrefix(r.fs.since(m), "B "); i >= 0 {
-				t.Errorf("another client's Bind of the unnamed statement reached the server: %v", r.fs.since(m))
+			if i := indexPrefix(r.fs.Since(m), "B "); i >= 0 {
+				t.Errorf("another client's Bind of the unnamed statement reached the server: %v", r.fs.Since(m))
 			}
 		})
 	}
@@ -171,16 +171,16 @@ func TestUnnamedStatementReplayedAfterSimpleQuery(t *testing.T) {
 	// A simple Query on the same backend destroys the server's unnamed statement.
 	other.query("SELECT 2")
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	owner.send(bindExec("")...)
 	equal(t, "owner", owner.untilReady(), execReply("'mine'"))
-	equal(t, "server", r.fs.since(m), []string{"P  SELECT 'mine'", "B  ", "E ", "S"})
+	equal(t, "server", r.fs.Since(m), []string{"P  SELECT 'mine'", "B  ", "E ", "S"})
 
 	// Untouched since: no replay.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	owner.send(bindExec("")...)
 	equal(t, "owner again", owner.untilReady(), execReply("'mine'"))
-	equal(t, "server again", r.fs.since(m), []string{"B  ", "E ", "S"})
+	equal(t, "server again", r.fs.Since(m), []string{"B  ", "E ", "S"})
 }
 
 func TestNamedStatementReplayedOnBackendThatLacksIt(t *testing.T) {
@@ -189,40 +189,40 @@ func TestNamedStatementReplayedOnBackendThatLacksIt(t *testing.T) {
 	c1 := r.connect(info("acme"))
 	c2 := r.connect(info("acme"))
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c1.send(&pgproto3.Parse{Name: "s1", Query: "SELECT 1"}, &pgproto3.Sync{})
 	c1.untilReady()
-	first := r.fs.sinceWithPID(m)
+	first := r.fs.SinceWithPID(m)
 	withS1, _, _ := strings.Cut(first[0], "|")
-	id := serverName(t, r.fs.since(m), "SELECT 1")
+	id := serverName(t, r.fs.Since(m), "SELECT 1")
 
 	// c2 takes the backend that carries acme's context (and s1) and keeps it.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c2.query("BEGIN")
-	if p, _, _ := strings.Cut(r.fs.sinceWithPID(m)[0], "|"); p != withS1 {
+	if p, _, _ := strings.Cut(r.fs.SinceWithPID(m)[0], "|"); p != withS1 {
 		t.Fatalf("c2 got backend %s, want %s which carries acme's context", p, withS1)
 	}
 
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c1.send(bindExec("s1")...)
 	equal(t, "c1 on the other backend (the replayed Parse's reply is swallowed)", c1.untilReady(), execReply("1"))
-	got := r.fs.sinceWithPID(m)
+	got := r.fs.SinceWithPID(m)
 	if p, _, _ := strings.Cut(got[0], "|"); p == withS1 {
 		t.Fatalf("c1 got backend %s again", p)
 	}
-	equal(t, "server", r.fs.since(m), []string{setupOf("acme", defaultSettings), "P " + id + " SELECT 1", "B  " + id, "E ", "S"})
+	equal(t, "server", r.fs.Since(m), []string{setupOf("acme", defaultSettings), "P " + id + " SELECT 1", "B  " + id, "E ", "S"})
 }
 
 func TestPreparedStatementLRUEviction(t *testing.T) {
 	r := newRig(t, func(c *session.Config) { c.MaxPreparedStatements = 2 })
 	c := r.connect(info("acme"))
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c.send(
 		&pgproto3.Parse{Name: "s1", Query: "SELECT 'q1'"}, &pgproto3.Parse{Name: "s2", Query: "SELECT 'q2'"},
 		&pgproto3.Parse{Name: "s3", Query: "SELECT 'q3'"}, &pgproto3.Sync{},
 	)
 	equal(t, "client", c.untilReady(), []string{"ParseComplete", "ParseComplete", "ParseComplete", "ReadyForQuery I"})
-	got := r.fs.since(m)
+	got := r.fs.Since(m)
 	id1, id2, id3 := serverName(t, got, "SELECT 'q1'"), serverName(t, got, "SELECT 'q2'"), serverName(t, got, "SELECT 'q3'")
 	equal(t, "server", got, []string{
 		setupOf("acme", defaultSettings), "P " + id1 + " SELECT 'q1'", "P " + id2 + " SELECT 'q2'",
@@ -230,16 +230,16 @@ func TestPreparedStatementLRUEviction(t *testing.T) {
 	})
 
 	// s1 is still the client's: bound again, it is parsed again and evicts the least recently used, s2.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c.send(bindExec("s1")...)
 	equal(t, "Bind of the evicted statement", c.untilReady(), execReply("'q1'"))
-	equal(t, "server", r.fs.since(m), []string{"P " + id1 + " SELECT 'q1'", "C S " + id2, "B  " + id1, "E ", "S"})
+	equal(t, "server", r.fs.Since(m), []string{"P " + id1 + " SELECT 'q1'", "C S " + id2, "B  " + id1, "E ", "S"})
 
 	// s3 was used more recently than s2 and is still there.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c.send(bindExec("s3")...)
 	equal(t, "Bind of a statement still cached", c.untilReady(), execReply("'q3'"))
-	equal(t, "server", r.fs.since(m), []string{"B  " + id3, "E ", "S"})
+	equal(t, "server", r.fs.Since(m), []string{"B  " + id3, "E ", "S"})
 }
 
 func TestPipelineErrorLeavesNoPhantomStatement(t *testing.T) {
@@ -289,18 +289,18 @@ func TestPipelineErrorLeavesNoPhantomStatement(t *testing.T) {
 				t.Fatalf("client got %v, want it to end with %s, ReadyForQuery I", got, tt.err)
 			}
 			for _, name := range tt.gone {
-				m := r.fs.mark()
+				m := r.fs.Mark()
 				c.send(bindExec(name)...)
 				equal(t, "Bind "+name, c.untilReady(), []string{fmt.Sprintf(`ErrorResponse ERROR 26000 prepared statement %q does not exist`, name), "ReadyForQuery I"})
-				if i := indexPrefix(r.fs.since(m), "B "); i >= 0 {
-					t.Errorf("Bind %s reached the server: %v", name, r.fs.since(m))
+				if i := indexPrefix(r.fs.Since(m), "B "); i >= 0 {
+					t.Errorf("Bind %s reached the server: %v", name, r.fs.Since(m))
 				}
 				// Parsing it now reaches the server: the relay does not believe the backend has it.
-				m = r.fs.mark()
+				m = r.fs.Mark()
 				c.send(&pgproto3.Parse{Name: name, Query: "SELECT 'again " + name + "'"}, &pgproto3.Sync{})
 				equal(t, "Parse "+name+" again", c.untilReady(), []string{"ParseComplete", "ReadyForQuery I"})
-				if indexPrefix(r.fs.since(m), "P tp") < 0 {
-					t.Errorf("Parse %s again did not reach the server: %v", name, r.fs.since(m))
+				if indexPrefix(r.fs.Since(m), "P tp") < 0 {
+					t.Errorf("Parse %s again did not reach the server: %v", name, r.fs.Since(m))
 				}
 			}
 			for _, name := range tt.kept {
@@ -320,9 +320,9 @@ func TestSetThroughExtendedProtocolTracked(t *testing.T) {
 	acme.send(&pgproto3.Parse{Name: "set", Query: "SET application_name TO 'extended'"}, &pgproto3.Bind{PreparedStatement: "set"}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	equal(t, "SET", acme.untilReady(), []string{"ParseComplete", "BindComplete", "CommandComplete SET", "ReadyForQuery I"})
 	globex.query("SELECT 1")
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{"Q RESET ROLE", resetSetupOf("acme", `SET "application_name" TO 'extended'; `), "Q SELECT 2"})
+	equal(t, "server", r.fs.Since(m), []string{"Q RESET ROLE", resetSetupOf("acme", `SET "application_name" TO 'extended'; `), "Q SELECT 2"})
 }
 
 func TestDiscardAllForgetsStatements(t *testing.T) {
@@ -346,15 +346,13 @@ func TestReplayedParseErrorReachesClient(t *testing.T) {
 	equal(t, "Parse", c1.untilReady(), []string{"ParseComplete", "ReadyForQuery I"})
 	c2.query("BEGIN") // holds the backend that has s1
 
-	r.fs.mu.Lock()
-	r.fs.dropped = "old_column"
-	r.fs.mu.Unlock()
-	m := r.fs.mark()
+	r.fs.DropColumn("old_column")
+	m := r.fs.Mark()
 	c1.send(bindExec("s1")...)
 	equal(t, "Bind on a backend where the replayed Parse fails", c1.untilReady(),
 		[]string{`ErrorResponse ERROR 42703 column "old_column" does not exist`, "ReadyForQuery I"})
-	if indexPrefix(r.fs.since(m), "P tp") < 0 {
-		t.Fatalf("no replay: %v", r.fs.since(m))
+	if indexPrefix(r.fs.Since(m), "P tp") < 0 {
+		t.Fatalf("no replay: %v", r.fs.Since(m))
 	}
 	// The backend is fine: a refusal (which runs the tripwire's check, a query of the relay's own) and a
 	// statement afterwards work.

@@ -22,13 +22,13 @@ func queueWaiters(t *testing.T, r *rig, holder *client, waiters []struct{ tenant
 		r.waitStats("waiters queued in order", func(s session.Stats) bool { return s.Waiting == i+1 })
 		cs = append(cs, c)
 	}
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	holder.query("COMMIT")
 	for _, c := range cs {
 		c.untilReady()
 	}
 	var order []string
-	for _, msg := range r.fs.since(m) {
+	for _, msg := range r.fs.Since(m) {
 		if msg = clientStatement(msg); strings.HasPrefix(msg, "Q SELECT '") {
 			order = append(order, strings.Trim(strings.TrimPrefix(msg, "Q SELECT "), "'"))
 		}
@@ -148,10 +148,10 @@ func TestTenantStatementTimeoutAppliesUnlessTheClientSetsALowerOne(t *testing.T)
 				ci.Params["statement_timeout"] = tc.own
 			}
 			c := r.connect(ci)
-			m := r.fs.mark()
+			m := r.fs.Mark()
 			c.query("SELECT 1")
 			setup := ""
-			for _, msg := range r.fs.since(m) {
+			for _, msg := range r.fs.Since(m) {
 				if strings.Contains(msg, "SET ROLE") {
 					setup = msg
 				}
@@ -228,7 +228,7 @@ func TestKillClientAndReconnect(t *testing.T) {
 		t.Error("KillClient found a client that is gone")
 	}
 	g.query("SELECT 1") // the one backend now carries globex's context
-	dials := r.fs.dialCount()
+	dials := r.fs.Dials()
 	if err := r.e.Reconnect(ctx, "globex"); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestKillClientAndReconnect(t *testing.T) {
 		t.Fatal("WAIT_CLOSE did not complete")
 	}
 	equal(t, "globex after RECONNECT", g.query("SELECT 2"), selectReply("2", 'I'))
-	if n := r.fs.dialCount(); n != dials+1 {
+	if n := r.fs.Dials(); n != dials+1 {
 		t.Errorf("%d dials after RECONNECT, want %d", n, dials+1)
 	}
 }

@@ -10,10 +10,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/session"
+	"github.com/tenantproxy/tenantproxy/session/pgmock"
 )
 
 // newGroup starts a Group of n shards over a fake server; mod adjusts its Config.
-func newGroup(t *testing.T, n int, mod func(*session.Config)) (*session.Group, *fakeServer) {
+func newGroup(t *testing.T, n int, mod func(*session.Config)) (*session.Group, *pgmock.Server) {
 	t.Helper()
 	fs := newFakeServer()
 	cfg := session.Config{
@@ -31,7 +32,7 @@ func newGroup(t *testing.T, n int, mod func(*session.Config)) (*session.Group, *
 	g.Start()
 	t.Cleanup(func() {
 		g.Close()
-		fs.close(t)
+		closeServer(t, fs)
 	})
 	return g, fs
 }
@@ -90,7 +91,7 @@ func TestGroupShardsNeverHoldMoreThanPoolSize(t *testing.T) {
 	for _, c := range cs[4:] {
 		c.silent(300 * time.Millisecond) // a tick passes: nobody sheds a backend another client holds
 	}
-	if now, most := fs.liveBackends(); now != 4 || most != 4 {
+	if now, most := fs.Live(); now != 4 || most != 4 {
 		t.Fatalf("fake server saw %d backends now, %d at most; want 4 and 4", now, most)
 	}
 	// The commits free the backends the waiters need, on whichever shard they are.
@@ -101,7 +102,7 @@ func TestGroupShardsNeverHoldMoreThanPoolSize(t *testing.T) {
 		equal(t, "waited BEGIN", c.untilReady(), []string{"CommandComplete BEGIN", "ReadyForQuery T"})
 		equal(t, "COMMIT", c.query("COMMIT"), []string{"CommandComplete COMMIT", "ReadyForQuery I"})
 	}
-	if _, most := fs.liveBackends(); most > 4 {
+	if _, most := fs.Live(); most > 4 {
 		t.Fatalf("the shards held %d backends at once with pool_size 4", most)
 	}
 }
@@ -113,7 +114,7 @@ func TestGroupStarvedShardGetsAnIdleBackendOfAnother(t *testing.T) {
 	holder := greeted(t, attach(t, g, info("acme")))  // shard 0
 	other := greeted(t, attach(t, g, info("globex"))) // shard 1, greeted with the parameters shard 0 learnt
 	starved := greeted(t, attach(t, g, info("acme"))) // shard 0 again: both shards have one client
-	if now, _ := fs.liveBackends(); now != 1 {
+	if now, _ := fs.Live(); now != 1 {
 		t.Fatalf("%d backends after greeting clients of both shards, want 1", now)
 	}
 	equal(t, "BEGIN", holder.query("BEGIN"), []string{"CommandComplete BEGIN", "ReadyForQuery T"})
@@ -130,7 +131,7 @@ func TestGroupStarvedShardGetsAnIdleBackendOfAnother(t *testing.T) {
 	// Now shard 1 has no backend; its client is served once shard 0 has one to spare.
 	equal(t, "COMMIT", holder.query("COMMIT"), []string{"CommandComplete COMMIT", "ReadyForQuery I"})
 	equal(t, "other shard's query", other.query("SELECT 2"), selectReply("2", 'I'))
-	if _, most := fs.liveBackends(); most > 2 {
+	if _, most := fs.Live(); most > 2 {
 		t.Fatalf("the shards held %d backends at once with pool_size 2", most)
 	}
 }
@@ -143,16 +144,16 @@ func TestGroupCancelReachesTheSessionsShard(t *testing.T) {
 		t.Fatalf("cancel keys %d and %d do not name two shards", a.pid, b.pid)
 	}
 	for _, c := range []*client{a, b} {
-		m := fs.mark()
+		m := fs.Mark()
 		c.send(&pgproto3.Query{String: sleepSQL})
-		fs.waitForMessage(t, m, "Q "+sleepSQL)
+		fs.WaitForMessage(t, m, "Q "+sleepSQL)
 		g.Cancel(c.pid, c.secret)
 		got := c.untilReady()
 		if len(got) == 0 || !strings.Contains(got[0], "57014") {
 			t.Fatalf("cancelled client got %v", got)
 		}
 	}
-	if n := len(fs.cancelCalls()); n != 2 {
+	if n := len(fs.CancelCalls()); n != 2 {
 		t.Fatalf("%d cancel requests reached the server, want 2", n)
 	}
 }
@@ -188,13 +189,11 @@ func TestGroupFailingDialsAreNotRetriedInATightLoop(t *testing.T) {
 
 	// The server stops accepting connections. Shard 0's waiter makes shard 1 give up its idle backend, and
 	// shard 0's attempts to open one in its place fail: they are retried at the pool's pace, not at once.
-	fs.mu.Lock()
-	fs.dialErr = errors.New("connection refused")
-	fs.mu.Unlock()
-	before := fs.dialCount()
+	fs.SetDialError(errors.New("connection refused"))
+	before := fs.Dials()
 	waiter.send(&pgproto3.Query{String: "BEGIN"})
 	time.Sleep(time.Second)
-	if n := fs.dialCount() - before; n > 10 {
+	if n := fs.Dials() - before; n > 10 {
 		t.Fatalf("%d connection attempts in a second to a server that refuses them", n)
 	}
 	equal(t, "COMMIT", holder.query("COMMIT"), []string{"CommandComplete COMMIT", "ReadyForQuery I"})

@@ -83,13 +83,13 @@ func TestWaitersServedRoundRobinAcrossTenants(t *testing.T) {
 		r.waitStats("waiters queued in order", func(s session.Stats) bool { return s.Waiting == i+1 })
 		waiters = append(waiters, c)
 	}
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	holder.query("COMMIT")
 	for _, c := range waiters {
 		c.untilReady()
 	}
 	var order []string
-	for _, msg := range r.fs.since(m) {
+	for _, msg := range r.fs.Since(m) {
 		if msg = clientStatement(msg); strings.HasPrefix(msg, "Q SELECT '") {
 			order = append(order, strings.Trim(strings.TrimPrefix(msg, "Q SELECT "), "'"))
 		}
@@ -105,22 +105,22 @@ func TestCancelForwardsOnlyForQueryInFlight(t *testing.T) {
 
 	// An idle client's cancel, and a cancel with the wrong secret, reach nobody.
 	r.e.Cancel(idle.pid, idle.secret)
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	busy.send(&pgproto3.Query{String: sleepSQL})
-	r.fs.waitForMessage(t, m, "Q "+sleepSQL)
+	r.fs.WaitForMessage(t, m, "Q "+sleepSQL)
 	r.e.Cancel(busy.pid, busy.secret+1)
 	r.e.Cancel(busy.pid+1000, busy.secret)
 	r.e.Stats() // the loop has handled the cancels
 	time.Sleep(20 * time.Millisecond)
-	if calls := r.fs.cancelCalls(); len(calls) != 0 {
+	if calls := r.fs.CancelCalls(); len(calls) != 0 {
 		t.Fatalf("cancels reached the server: %v", calls)
 	}
 
 	r.e.Cancel(busy.pid, busy.secret)
 	equal(t, "cancelled client", busy.untilReady(), []string{"ErrorResponse ERROR 57014 canceling statement due to user request", "ReadyForQuery I"})
-	calls := r.fs.cancelCalls()
-	pid := r.fs.pids()[0]
-	if len(calls) != 1 || calls[0].pid != pid || !bytes.Equal(calls[0].secret, r.fs.conn(pid).secret) {
+	calls := r.fs.CancelCalls()
+	pid := r.fs.PIDs()[0]
+	if len(calls) != 1 || calls[0].PID != pid || !bytes.Equal(calls[0].Secret, r.fs.Conn(pid).Secret()) {
 		t.Errorf("cancel requests %v, want one with backend %d's key", calls, pid)
 	}
 	equal(t, "after the cancel", busy.query("SELECT 2"), selectReply("2", 'I'))
@@ -129,25 +129,23 @@ func TestCancelForwardsOnlyForQueryInFlight(t *testing.T) {
 func TestBackendHeldBackWhileCancelInFlight(t *testing.T) {
 	r := newRig(t, nil)
 	gate := make(chan struct{})
-	r.fs.mu.Lock()
-	r.fs.cancelGate = gate
-	r.fs.mu.Unlock()
+	r.fs.SetCancelGate(gate)
 	first := r.connect(info("acme"))
 	second := r.connect(info("acme"))
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	first.send(&pgproto3.Query{String: sleepSQL})
-	r.fs.waitForMessage(t, m, "Q "+sleepSQL)
+	r.fs.WaitForMessage(t, m, "Q "+sleepSQL)
 	r.e.Cancel(first.pid, first.secret)
 	deadline := time.Now().Add(waitLimit)
-	for len(r.fs.cancelCalls()) == 0 {
+	for len(r.fs.CancelCalls()) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("Dialer.Cancel was never called")
 		}
 		time.Sleep(time.Millisecond)
 	}
 	// The query ends on its own before the cancel request reached the server.
-	r.fs.wake <- struct{}{}
+	r.fs.Wake()
 	equal(t, "first client", first.untilReady(), selectReply("", 'I'))
 
 	second.send(&pgproto3.Query{String: "SELECT 2"})
@@ -193,7 +191,7 @@ func TestDrainTimeoutEndsOpenTransactions(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.connect(info("acme"))
 	c.query("BEGIN")
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	done := r.e.Drain(300 * time.Millisecond)
 	got := c.closedWith()
 	if !strings.HasPrefix(got, "ErrorResponse FATAL 57P01 tenantproxy: the proxy is shutting down; shutdown_timeout passed") {
@@ -204,14 +202,14 @@ func TestDrainTimeoutEndsOpenTransactions(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("Drain never finished")
 	}
-	r.fs.waitForMessage(t, m, "Q ROLLBACK")
+	r.fs.WaitForMessage(t, m, "Q ROLLBACK")
 }
 
 // A client attached while no backend could ever be opened (the server is down when the proxy starts) must be
 // told so, not left waiting without a greeting.
 func TestClientToldWhenServerUnreachableAtStart(t *testing.T) {
 	fs := newFakeServer()
-	fs.dialErr = errors.New("connection refused")
+	fs.SetDialError(errors.New("connection refused"))
 	e, err := session.New(session.Config{Mode: "transaction", PoolSize: 1, WaitTimeout: 300 * time.Millisecond, Dialer: fs, Guard: newGuard()})
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +221,7 @@ func TestClientToldWhenServerUnreachableAtStart(t *testing.T) {
 	c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 	msg, err := c.fe.Receive()
 	if err != nil {
-		t.Fatalf("the client heard nothing within 3s (wait_timeout 300ms, every dial fails): %v; stats %+v, dials %d", err, e.Stats(), fs.dialCount())
+		t.Fatalf("the client heard nothing within 3s (wait_timeout 300ms, every dial fails): %v; stats %+v, dials %d", err, e.Stats(), fs.Dials())
 	}
 	if got := describeBackend(msg); !strings.HasPrefix(got, "ErrorResponse FATAL 08006") && !strings.HasPrefix(got, "ErrorResponse FATAL 53300") {
 		t.Errorf("client got %q, want FATAL 08006 or 53300", got)
@@ -235,11 +233,9 @@ func TestWaitersToldWhenNoBackendCanBeOpened(t *testing.T) {
 	r.openBackends(2)
 	c := r.connect(info("acme"))
 	// The server goes away: every backend ends, and no new one can be opened.
-	r.fs.mu.Lock()
-	r.fs.dialErr = errors.New("connection refused")
-	r.fs.mu.Unlock()
-	for _, pid := range r.fs.pids() {
-		r.fs.conn(pid).conn.Close()
+	r.fs.SetDialError(errors.New("connection refused"))
+	for _, pid := range r.fs.PIDs() {
+		r.fs.Conn(pid).Close()
 	}
 	r.waitStats("no backend", func(s session.Stats) bool { return s.Backends == 0 && s.Dialing == 0 })
 	c.send(&pgproto3.Query{String: "SELECT 1"})
@@ -256,9 +252,9 @@ func TestCloseEndsEverything(t *testing.T) {
 	waiter := r.connect(info("initech"))
 	idle.query("SELECT 1")
 	inTx.query("BEGIN")
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	busy.send(&pgproto3.Query{String: sleepSQL})
-	r.fs.waitForMessage(t, m, "Q "+sleepSQL)
+	r.fs.WaitForMessage(t, m, "Q "+sleepSQL)
 	waiter.send(&pgproto3.Query{String: "SELECT 3"})
 	r.waitStats("one waiting client", func(s session.Stats) bool { return s.Waiting == 1 })
 
@@ -286,13 +282,13 @@ func TestCloseEndsEverything(t *testing.T) {
 	if err := r.e.Attach(-1, info("acme")); !errors.Is(err, session.ErrClosed) {
 		t.Errorf("Attach after Close: %v, want ErrClosed", err)
 	}
-	r.fs.close(t)
+	closeServer(t, r.fs)
 	goleak.VerifyNone(t)
 }
 
 func TestCloseEndsPendingDial(t *testing.T) {
 	fs := newFakeServer()
-	fs.dialGate = make(chan struct{}) // never opens: the dial ends only with its context
+	fs.SetDialGate(make(chan struct{})) // never opens: the dial ends only with its context
 	e, err := session.New(session.Config{Mode: "transaction", PoolSize: 1, Dialer: fs, Guard: newGuard()})
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +297,7 @@ func TestCloseEndsPendingDial(t *testing.T) {
 	e.Start()
 	c := attach(t, e, info("acme"))
 	deadline := time.Now().Add(waitLimit)
-	for fs.dialCount() == 0 {
+	for fs.Dials() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("no dial")
 		}
@@ -387,7 +383,7 @@ func TestIdleTimeoutDoesNotChurn(t *testing.T) {
 	c := r.connect(info("acme"))
 	c.query("SELECT 1")
 	time.Sleep(1500 * time.Millisecond)
-	if n := r.fs.dialCount(); n > 2 {
+	if n := r.fs.Dials(); n > 2 {
 		t.Errorf("no client active for 1.5s with idle_timeout 200ms: %d dials, want at most 2 (stats %+v)", n, r.e.Stats())
 	}
 	equal(t, "after idle", c.query("SELECT 2"), selectReply("2", 'I'))

@@ -69,17 +69,17 @@ func TestSetupPrecedesFirstFrameOncePerContext(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.connect(info("acme"))
 	equal(t, "first transaction's replies", c.query("SELECT 1"), selectReply("1", 'I'))
-	equal(t, "server after the first transaction", r.fs.messages(), []string{setupOf("acme", defaultSettings), "Q SELECT 1"})
+	equal(t, "server after the first transaction", r.fs.Messages(), []string{setupOf("acme", defaultSettings), "Q SELECT 1"})
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	equal(t, "second transaction's replies", c.query("SELECT 2"), selectReply("2", 'I'))
-	equal(t, "server in the second transaction (same tenant and settings: no setup)", r.fs.since(m), []string{"Q SELECT 2"})
+	equal(t, "server in the second transaction (same tenant and settings: no setup)", r.fs.Since(m), []string{"Q SELECT 2"})
 
 	// Another client of the same tenant with the same settings reuses the context as it is.
 	c2 := r.connect(info("acme"))
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	equal(t, "other client's replies", c2.query("SELECT 3"), selectReply("3", 'I'))
-	equal(t, "server for another client of the same tenant", r.fs.since(m), []string{"Q SELECT 3"})
+	equal(t, "server for another client of the same tenant", r.fs.Since(m), []string{"Q SELECT 3"})
 }
 
 // A switch of tenant goes in the client's own Query, ahead of its statement: one message, one implicit
@@ -90,16 +90,16 @@ func TestTenantSwitchTravelsWithTheClientsStatement(t *testing.T) {
 	globex := r.connect(info("globex"))
 	acme.query("SELECT 1")
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	equal(t, "globex replies", globex.query("SELECT 2"), selectReply("2", 'I'))
-	equal(t, "server when globex takes acme's backend", r.fs.since(m),
+	equal(t, "server when globex takes acme's backend", r.fs.Since(m),
 		[]string{carriedOf("globex", "SELECT 2")})
 
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	acme.query("SELECT 3")
-	equal(t, "server when acme takes it back", r.fs.since(m),
+	equal(t, "server when acme takes it back", r.fs.Since(m),
 		[]string{carriedOf("acme", "SELECT 3")})
-	if pids := r.fs.pids(); len(pids) != 1 {
+	if pids := r.fs.PIDs(); len(pids) != 1 {
 		t.Errorf("pool of one backend opened %d backends", len(pids))
 	}
 }
@@ -110,7 +110,7 @@ func TestReadonlyProfileSetupIsReadOnly(t *testing.T) {
 	ci.Profile = "readonly"
 	c := r.connect(ci)
 	c.query("SELECT 1")
-	equal(t, "server", r.fs.messages(), []string{
+	equal(t, "server", r.fs.Messages(), []string{
 		setupOf("acme", defaultSettings+`SET "default_transaction_read_only" TO 'on'; `), "Q SELECT 1"})
 }
 
@@ -139,20 +139,20 @@ func TestRefusedStatementNeverReachesServer(t *testing.T) {
 				c.query(s)
 			}
 			code, msg := guardRefusal(t, tt.sql, tt.profile, false)
-			m := r.fs.mark()
+			m := r.fs.Mark()
 			equal(t, "client", c.query(tt.sql), []string{"ErrorResponse ERROR " + code + " " + msg, "ReadyForQuery " + string(tt.status)})
-			got := r.fs.since(m)
+			got := r.fs.Since(m)
 			if indexPrefix(got, "Q "+poisonSQL) < 0 {
 				t.Errorf("the server did not get the poison statement: %v", got)
 			}
-			for _, g := range r.fs.messages() {
+			for _, g := range r.fs.Messages() {
 				if strings.Contains(g, tt.sql) {
 					t.Errorf("the refused statement reached the server: %q", g)
 				}
 			}
 			if tt.status == 'I' {
 				// The client just tried something: the backend's identity is checked before the lease ends.
-				r.fs.waitForMessage(t, m, verifyOf("acme"))
+				r.fs.WaitForMessage(t, m, verifyOf("acme"))
 			}
 			entries := r.logs.FilterMessage("statement refused").All()
 			if len(entries) != 1 {
@@ -211,13 +211,13 @@ func TestRefusedParseInPipeline(t *testing.T) {
 		refusal, "ReadyForQuery I",
 		"ParseComplete", "BindComplete", "DataRow 2", "CommandComplete SELECT 1", "ReadyForQuery I",
 	})
-	for _, m := range r.fs.messages() {
+	for _, m := range r.fs.Messages() {
 		if strings.Contains(m, "SET ROLE x") {
 			t.Errorf("the refused statement reached the server: %q", m)
 		}
 	}
-	if n := countPrefix(r.fs.messages(), "P tenantproxy_poison "+poisonSQL); n != 2 {
-		t.Errorf("the server got %d poison Parse messages, want 2: %v", n, r.fs.messages())
+	if n := countPrefix(r.fs.Messages(), "P tenantproxy_poison "+poisonSQL); n != 2 {
+		t.Errorf("the server got %d poison Parse messages, want 2: %v", n, r.fs.Messages())
 	}
 	// The refused named statement does not exist for the client.
 	c.send(&pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Sync{})
@@ -232,8 +232,8 @@ func TestFunctionCallRefused(t *testing.T) {
 	if len(got) != 2 || !strings.HasPrefix(got[0], "ErrorResponse ERROR 42501 tenantproxy: the FunctionCall protocol message is not allowed") || got[1] != "ReadyForQuery I" {
 		t.Errorf("client got %v", got)
 	}
-	if i := indexPrefix(r.fs.messages(), "F"); i >= 0 {
-		t.Errorf("the FunctionCall reached the server: %v", r.fs.messages())
+	if i := indexPrefix(r.fs.Messages(), "F"); i >= 0 {
+		t.Errorf("the FunctionCall reached the server: %v", r.fs.Messages())
 	}
 	equal(t, "next statement", c.query("SELECT 2"), selectReply("2", 'I'))
 }
@@ -243,14 +243,14 @@ func TestDiscardAllEmulated(t *testing.T) {
 	c := r.connect(info("acme"))
 	equal(t, "SET", c.query("SET application_name TO 'changed'"), []string{"CommandComplete SET", "ReadyForQuery I"})
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	equal(t, "DISCARD ALL", c.query("DISCARD ALL"), []string{"CommandComplete DISCARD ALL", "ReadyForQuery I"})
-	equal(t, "server during DISCARD ALL", r.fs.since(m), nil)
+	equal(t, "server during DISCARD ALL", r.fs.Since(m), nil)
 
 	// The tracked setting is back to its startup value: the next lease replays that, not 'changed'.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	c.query("SELECT 1")
-	equal(t, "server after DISCARD ALL", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings), "Q SELECT 1"})
+	equal(t, "server after DISCARD ALL", r.fs.Since(m), []string{resetSetupOf("acme", defaultSettings), "Q SELECT 1"})
 
 	// Inside a transaction block PostgreSQL refuses DISCARD ALL: the server says so.
 	c.query("BEGIN")
@@ -263,10 +263,10 @@ func TestResetAllEmulated(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.connect(info("acme"))
 	c.query("SET statement_timeout TO '5s'")
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	equal(t, "RESET ALL", c.query("RESET ALL"), []string{"CommandComplete RESET", "ReadyForQuery I"})
 	c.query("SELECT 1")
-	equal(t, "server after RESET ALL", r.fs.since(m), []string{resetSetupOf("acme", defaultSettings), "Q SELECT 1"})
+	equal(t, "server after RESET ALL", r.fs.Since(m), []string{resetSetupOf("acme", defaultSettings), "Q SELECT 1"})
 }
 
 func TestDeallocateAllEmulatedInExtendedProtocol(t *testing.T) {
@@ -275,10 +275,10 @@ func TestDeallocateAllEmulatedInExtendedProtocol(t *testing.T) {
 	c.send(&pgproto3.Parse{Name: "s1", Query: "SELECT 1"}, &pgproto3.Sync{})
 	c.untilReady()
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c.send(&pgproto3.Parse{Query: "DEALLOCATE ALL"}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	equal(t, "client", c.untilReady(), []string{"ParseComplete", "BindComplete", "NoData", "CommandComplete DEALLOCATE ALL", "ReadyForQuery I"})
-	equal(t, "server", r.fs.since(m), []string{"S"})
+	equal(t, "server", r.fs.Since(m), []string{"S"})
 
 	c.send(&pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Sync{})
 	equal(t, "Bind after DEALLOCATE ALL", c.untilReady(), []string{`ErrorResponse ERROR 26000 prepared statement "s1" does not exist`, "ReadyForQuery I"})
@@ -295,14 +295,14 @@ func TestTrackedSettingReplayedOnNextLease(t *testing.T) {
 	equal(t, "SET", acme.query("SET application_name TO 'myapp'"), []string{"CommandComplete SET", "ReadyForQuery I"})
 	globex.query("SELECT 1")
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{"Q RESET ROLE", resetSetupOf("acme", `SET "application_name" TO 'myapp'; `), "Q SELECT 2"})
+	equal(t, "server", r.fs.Since(m), []string{"Q RESET ROLE", resetSetupOf("acme", `SET "application_name" TO 'myapp'; `), "Q SELECT 2"})
 
 	// Back on a backend that has its settings: nothing to replay.
-	m = r.fs.mark()
+	m = r.fs.Mark()
 	acme.query("SELECT 3")
-	equal(t, "server, same settings", r.fs.since(m), []string{"Q SELECT 3"})
+	equal(t, "server, same settings", r.fs.Since(m), []string{"Q SELECT 3"})
 }
 
 // PostgreSQL undoes a SET when its transaction rolls back; the relay must not replay the undone value.
@@ -315,9 +315,9 @@ func TestRolledBackSetNotReplayed(t *testing.T) {
 	acme.query("ROLLBACK")
 	globex.query("SELECT 1")
 
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{carriedOf("acme", "SELECT 2")})
+	equal(t, "server", r.fs.Since(m), []string{carriedOf("acme", "SELECT 2")})
 }
 
 func TestSetInFailedStatementNotTracked(t *testing.T) {
@@ -330,9 +330,9 @@ func TestSetInFailedStatementNotTracked(t *testing.T) {
 		t.Fatalf("client got %v", got)
 	}
 	globex.query("SELECT 1")
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	acme.query("SELECT 2")
-	equal(t, "server", r.fs.since(m), []string{carriedOf("acme", "SELECT 2")})
+	equal(t, "server", r.fs.Since(m), []string{carriedOf("acme", "SELECT 2")})
 }
 
 func TestClientLeavesMidTransaction(t *testing.T) {
@@ -356,14 +356,14 @@ func TestClientLeavesMidTransaction(t *testing.T) {
 		{
 			name: "unsynced extended batch is aborted, then synced",
 			start: func(t *testing.T, r *rig, c *client) {
-				m := r.fs.mark()
+				m := r.fs.Mark()
 				c.send(&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
 				for _, want := range []string{"ParseComplete", "BindComplete", "DataRow 1", "CommandComplete SELECT 1"} {
 					if got := describeBackend(c.receive()); got != want {
 						t.Fatalf("got %s, want %s", got, want)
 					}
 				}
-				r.fs.waitForMessage(t, m, "H")
+				r.fs.WaitForMessage(t, m, "H")
 			},
 			want: []string{"P tenantproxy_poison " + poisonSQL, "S"},
 		},
@@ -371,12 +371,12 @@ func TestClientLeavesMidTransaction(t *testing.T) {
 			name: "unsynced batch inside a transaction is aborted and rolled back",
 			start: func(t *testing.T, r *rig, c *client) {
 				c.query("BEGIN")
-				m := r.fs.mark()
+				m := r.fs.Mark()
 				c.send(&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Flush{})
 				if got := describeBackend(c.receive()); got != "ParseComplete" {
 					t.Fatalf("got %s", got)
 				}
-				r.fs.waitForMessage(t, m, "H")
+				r.fs.WaitForMessage(t, m, "H")
 			},
 			want: []string{"P tenantproxy_poison " + poisonSQL, "S", "Q ROLLBACK"},
 		},
@@ -389,10 +389,10 @@ func TestClientLeavesMidTransaction(t *testing.T) {
 			tt.start(t, r, c)
 			next.send(&pgproto3.Query{String: "SELECT 'next'"})
 			r.waitStats("one waiting client", func(s session.Stats) bool { return s.Waiting == 1 })
-			m := r.fs.mark()
+			m := r.fs.Mark()
 			c.close()
 			equal(t, "next client", next.untilReady(), selectReply("'next'", 'I'))
-			got := r.fs.since(m)
+			got := r.fs.Since(m)
 			i := indexPrefix(got, "Q SET ROLE")
 			if i < 0 {
 				t.Fatalf("the next client's context never reached the server: %v", got)
@@ -406,16 +406,16 @@ func TestClientLeavesWithQueryInFlight(t *testing.T) {
 	r := newRig(t, nil)
 	c := r.connect(info("acme"))
 	next := r.connect(info("globex"))
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c.send(&pgproto3.Query{String: sleepSQL})
-	r.fs.waitForMessage(t, m, "Q "+sleepSQL)
-	pid := r.fs.pids()[0]
+	r.fs.WaitForMessage(t, m, "Q "+sleepSQL)
+	pid := r.fs.PIDs()[0]
 	next.send(&pgproto3.Query{String: "SELECT 'next'"})
 	r.waitStats("one waiting client", func(s session.Stats) bool { return s.Waiting == 1 })
 	c.close()
 	equal(t, "next client", next.untilReady(), selectReply("'next'", 'I'))
-	calls := r.fs.cancelCalls()
-	if len(calls) != 1 || calls[0].pid != pid {
+	calls := r.fs.CancelCalls()
+	if len(calls) != 1 || calls[0].PID != pid {
 		t.Errorf("cancel requests %v, want one for backend %d", calls, pid)
 	}
 }
@@ -430,10 +430,10 @@ func TestSessionModeDiscardsAtDisconnect(t *testing.T) {
 	next := r.connect(info("acme"))
 	next.send(&pgproto3.Query{String: "SELECT 'next'"})
 	r.waitStats("one waiting client", func(s session.Stats) bool { return s.Waiting == 1 })
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c.close()
 	equal(t, "next client", next.untilReady(), selectReply("'next'", 'I'))
-	equal(t, "server", r.fs.since(m), []string{"Q DISCARD ALL", setupOf("acme", defaultSettings), "Q SELECT 'next'"})
+	equal(t, "server", r.fs.Since(m), []string{"Q DISCARD ALL", setupOf("acme", defaultSettings), "Q SELECT 'next'"})
 }
 
 func TestPinnedSessionKeepsBackend(t *testing.T) {
@@ -446,10 +446,10 @@ func TestPinnedSessionKeepsBackend(t *testing.T) {
 	next := r.connect(info("globex"))
 	next.send(&pgproto3.Query{String: "SELECT 'next'"})
 	r.waitStats("one waiting client", func(s session.Stats) bool { return s.Waiting == 1 })
-	m := r.fs.mark()
+	m := r.fs.Mark()
 	c.close()
 	next.untilReady()
-	got := r.fs.since(m)
+	got := r.fs.Since(m)
 	if len(got) < 2 || got[0] != "Q DISCARD ALL" {
 		t.Errorf("server after a pinned client left: %v, want DISCARD ALL first", got)
 	}
@@ -480,7 +480,7 @@ func TestMalformedFramesCloseOnlyThatClient(t *testing.T) {
 			if tt.begin {
 				bad.query("BEGIN")
 			}
-			m := r.fs.mark()
+			m := r.fs.Mark()
 			bad.sendRaw(tt.frame)
 			got := bad.closedWith()
 			if !strings.HasPrefix(got, "ErrorResponse FATAL 08P01 "+tt.reason) {
@@ -488,7 +488,7 @@ func TestMalformedFramesCloseOnlyThatClient(t *testing.T) {
 			}
 			equal(t, "bystander", bystander.query("SELECT 2"), selectReply("2", 'I'))
 			if tt.begin {
-				if got := r.fs.since(m); len(got) == 0 || got[0] != "Q ROLLBACK" {
+				if got := r.fs.Since(m); len(got) == 0 || got[0] != "Q ROLLBACK" {
 					t.Errorf("server after the client was closed in a transaction: %v, want ROLLBACK first", got)
 				}
 			}
