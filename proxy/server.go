@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
+	"github.com/tenantproxy/tenantproxy/audit"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/netfd"
 	"github.com/tenantproxy/tenantproxy/policy"
@@ -44,11 +45,24 @@ type Engine interface {
 	Clients() int
 }
 
+// Console serves the admin console (package admin) to a client that connected to one of its
+// databases and authenticated.
+type Console interface {
+	// Permits reports whether user may open the console; others get 28000 after authenticating.
+	Permits(user string) bool
+	// Serve runs the console after AuthenticationOk until the client leaves; it does not close conn.
+	Serve(conn net.Conn, user, addr string)
+}
+
 // Server accepts clients.
 type Server struct {
-	log    *zap.Logger
-	engine Engine
-	router *routing.Router
+	log     *zap.Logger
+	engine  Engine
+	router  *routing.Router
+	console atomic.Pointer[consoleHook]
+	// CancelHook, when set, is asked first about every cancel request: it returns true when it has
+	// handled it (forwarded it to the peer process that owns the key).
+	CancelHook func(pid, secret uint32) bool
 
 	cfg      atomic.Pointer[config.Config]
 	tls      *tls.Config
@@ -81,6 +95,21 @@ func New(cfg *config.Config, engine Engine, router *routing.Router, log *zap.Log
 		}
 	}
 	return s, nil
+}
+
+type consoleHook struct {
+	c    Console
+	isDB func(string) bool
+}
+
+// SetConsole makes connections to a database for which isDB is true open c.
+func (s *Server) SetConsole(c Console, isDB func(string) bool) {
+	s.console.Store(&consoleHook{c: c, isDB: isDB})
+}
+
+// authFailed writes the audit record of a failed authentication or refused connection.
+func (s *Server) authFailed(user, addr, tenant, sqlstate, reason string) {
+	audit.Log.AuthFailed(audit.Conn{Tenant: tenant, User: user, Addr: addr}, sqlstate, reason)
 }
 
 // SetConfig applies a reloaded configuration to new connections (users, auth method, tenancy).
@@ -207,6 +236,9 @@ func (s *Server) handle(c net.Conn) {
 			continue
 		case codeCancel:
 			if len(p.cancelKey) == 4 {
+				if h := s.CancelHook; h != nil && h(p.cancelPID, uint32(p.cancelKey[0])<<24|uint32(p.cancelKey[1])<<16|uint32(p.cancelKey[2])<<8|uint32(p.cancelKey[3])) {
+					return
+				}
 				s.engine.Cancel(p.cancelPID, uint32(p.cancelKey[0])<<24|uint32(p.cancelKey[1])<<16|uint32(p.cancelKey[2])<<8|uint32(p.cancelKey[3]))
 			}
 			return
@@ -260,7 +292,17 @@ func (s *Server) handle(c net.Conn) {
 	}
 
 	snap := s.router.Snapshot()
-	id, rerr := snap.Identify(user, database)
+	console := s.console.Load()
+	if console != nil && !console.isDB(database) {
+		console = nil
+	}
+	var id routing.Identity
+	var rerr *routing.Error
+	if console != nil {
+		id = routing.Identity{User: user, Tenant: database, Via: "console"}
+	} else {
+		id, rerr = snap.Identify(user, database)
+	}
 	if rerr != nil {
 		s.fatal(conn, rerr.Code, rerr.Message)
 		return
@@ -292,6 +334,7 @@ func (s *Server) handle(c net.Conn) {
 		s.AuthFail.Add(1)
 		s.failures.fail(addr)
 		log.Warn("authentication failed", zap.Bool("audit", true), zap.String("event", "auth_failed"), zap.Error(err))
+		s.authFailed(id.User, addr, id.Tenant, "28P01", err.Error())
 		time.Sleep(cfg.Auth.FailureDelay.Duration)
 		var ae *auth.Error
 		if errors.As(err, &ae) {
@@ -304,9 +347,14 @@ func (s *Server) handle(c net.Conn) {
 		// Authenticate never accepts an unknown user; this is a guard against a future change.
 		panic("BUG: unknown user authenticated")
 	}
+	if console != nil {
+		s.serveConsole(c, conn, console.c, id.User, addr, log)
+		return
+	}
 	t, aerr := snap.Authorize(id)
 	if aerr != nil {
 		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "tenant_refused"), zap.String("sqlstate", aerr.Code), zap.String("reason", aerr.Message))
+		s.authFailed(id.User, addr, id.Tenant, aerr.Code, aerr.Message)
 		s.fatal(conn, aerr.Code, aerr.Message)
 		return
 	}
@@ -332,7 +380,26 @@ func (s *Server) handle(c net.Conn) {
 	}
 	if err := s.engine.Attach(fd, info); err != nil {
 		log.Warn("relay refused the client", zap.Error(err))
+		return
 	}
+	// The relay knows the session id (the cancel key's pid) and records the disconnect.
+	audit.Log.Connect(audit.Conn{Tenant: t.Name, User: user, Addr: addr})
+}
+
+// serveConsole runs the admin console on an authenticated connection, in this goroutine (so Close ends it).
+func (s *Server) serveConsole(raw, conn net.Conn, c Console, user, addr string, log *zap.Logger) {
+	if !c.Permits(user) {
+		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "console_refused"))
+		s.authFailed(user, addr, "", "28000", "not an admin console user")
+		s.fatal(conn, "28000", fmt.Sprintf("tenantproxy: user %q is not allowed to open the admin console", user))
+		return
+	}
+	s.failures.succeed(addr)
+	if _, err := conn.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 0}); err != nil {
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	c.Serve(conn, user, addr)
 }
 
 // handOff returns a socket the relay can own: the client's own for a plain connection; for TLS, one end

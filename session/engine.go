@@ -222,6 +222,9 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	}
 	for {
 		e.nextPID++
+		if p := e.cfg.PeerID; p != 0 {
+			e.nextPID = p<<24 | e.nextPID&0x00FFFFFF
+		}
 		if e.sessions[e.nextPID] == nil && e.nextPID != 0 && e.ownsPID(e.nextPID) {
 			break
 		}
