@@ -144,7 +144,7 @@ func (c *Console) Serve(conn net.Conn, user, addr string) {
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) {
 				s.log.Info("admin console: bad message", zap.Error(err))
-				s.fail(pgerrcode.ProtocolViolation, "unsupported packet type for admin console")
+				s.fail(pgerrcode.ProtocolViolation, "tenantproxy: invalid message for admin console")
 			}
 			return
 		}
