@@ -383,7 +383,7 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	// The relay knows the session id (the cancel key's pid) and records the disconnect.
-	audit.Log.Connect(audit.Conn{Tenant: t.Name, User: user, Addr: addr})
+	audit.Log.Connect(audit.Conn{Tenant: t.Name, User: id.User, Addr: addr})
 }
 
 // serveConsole runs the admin console on an authenticated connection, in this goroutine (so Close ends it).
