@@ -170,6 +170,17 @@ func (s *Server) track(c net.Conn, add bool) bool {
 	return true
 }
 
+// StopAccepting closes the listener and lets the connections in their startup phase finish it (a rolling
+// restart: they are handed to the relay, not dropped). Close still ends everything later.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
+}
+
 // Close stops accepting, ends connections still in the startup phase and waits for their goroutines.
 // Clients already handed to the relay are the relay's to drain.
 func (s *Server) Close() {

@@ -72,6 +72,11 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("timeout", cfg.Pool.ShutdownTimeout.Duration))
+		if cfg.Listen.ReusePort && sig == syscall.SIGTERM {
+			// A rolling restart (docs/operations.md): the next process already listens on the address.
+			p.ShutdownWaitForClients(cfg.Pool.ShutdownTimeout.Duration)
+			return 0
+		}
 		p.BeginShutdown()
 		p.Shutdown(cfg.Pool.ShutdownTimeout.Duration)
 		return 0

@@ -98,24 +98,37 @@ func (p *App) hasTenant(name string) bool {
 }
 
 // consoleShutdown is SHUTDOWN from the admin console: at once (open transactions get
-// [pool] shutdown_timeout), or with WAIT_FOR_CLIENTS once the last client has left. New connections
-// are refused from now on in both cases.
+// [pool] shutdown_timeout), or with WAIT_FOR_CLIENTS once the last client has left.
 func (p *App) consoleShutdown(waitForClients bool) {
-	notifySystemd("STOPPING=1", p.log)
 	timeout := p.config().Pool.ShutdownTimeout.Duration
 	if waitForClients {
-		p.server.Close()
-		t := time.NewTicker(50 * time.Millisecond)
-		for p.engine.Clients() > 0 {
-			<-t.C
-		}
-		t.Stop()
+		p.ShutdownWaitForClients(timeout)
+		return
 	}
+	p.BeginShutdown()
 	p.Shutdown(timeout)
 }
 
 // BeginShutdown tells systemd the proxy is stopping (SIGTERM).
 func (p *App) BeginShutdown() { notifySystemd("STOPPING=1", p.log) }
+
+// ShutdownWaitForClients is the rolling-restart shutdown (SIGTERM with [listen] reuse_port, SHUTDOWN
+// WAIT_FOR_CLIENTS): stop accepting at once, so that new clients reach the process that shares the
+// address; let the clients already here leave by themselves, for up to timeout; then close what is left.
+// Cancel requests forwarded by peers are served until the end.
+func (p *App) ShutdownWaitForClients(timeout time.Duration) {
+	p.stopping.Store(true)
+	p.server.StopAccepting()
+	notifySystemd("STOPPING=1", p.log)
+	p.log.Info("stopped accepting; waiting for clients to leave", zap.Int("clients", p.engine.Clients()), zap.Duration("timeout", timeout))
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(50 * time.Millisecond)
+	for p.engine.Clients() > 0 && time.Now().Before(deadline) {
+		<-t.C
+	}
+	t.Stop()
+	p.Shutdown(0)
+}
 
 // soReusePort is SO_REUSEPORT on Linux (the syscall package lacks it; the relay is Linux-only).
 const soReusePort = 0xf
