@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
 
@@ -58,6 +59,7 @@ func sampleSnapshot() Snapshot {
 		Databases: []Database{{Name: "acme", Host: "db", Port: 5432, Database: "app", ForceUser: "pool", PoolSize: 7,
 			ServerLifetime: time.Hour, PoolMode: "transaction", MaxConnections: 7, CurrentConnections: 2, Paused: true}},
 		Lists: []ListItem{{Name: "databases", Items: 1}, {Name: "users", Items: 1}},
+		Peers: []Peer{{ID: 2, Host: "127.0.0.1", Port: 6502}},
 		Pools: []Pool{{Database: "acme", User: "pool", ClActive: 4, ClWaiting: 2, SvActive: 3, SvIdle: 1,
 			MaxWait: 2*time.Second + 345*time.Microsecond, PoolMode: "transaction"}},
 		Clients: []Socket{{User: "alice", Database: "acme", State: "active", Addr: "10.0.0.1", Port: 5555, LocalAddr: "10.0.0.2",
@@ -246,6 +248,7 @@ func TestShowColumnsAreThoseOfPgbouncer125(t *testing.T) {
 		{"SHOW STATE", "key value", "ss"},
 		{"SHOW MEM", "name size used free memtotal", "siiii"},
 		{"SHOW TOTALS", "name value", "sN"},
+		{"SHOW PEERS", "peer_id host port pool_size", "isii"},
 		{"SHOW TENANTS", "tenant clients waiting backends xact_per_sec query_per_sec avg_wait_us max_wait_us refused max_clients max_backends weight statement_timeout_ms suspended paused pool_mode migration_version", "sqqqNNqqqqqqqssss"},
 	}
 	oid := map[byte]uint32{'s': 25, 'T': 25, 'i': 23, 'q': 20, 'N': 1700}
@@ -329,6 +332,7 @@ func TestShowValuesComeFromTheSnapshot(t *testing.T) {
 		{"SHOW TENANTS", "migration_version", 0, "0003"},
 		{"SHOW TOTALS", "value", 1, "10"}, // total_xact_count
 		{"SHOW LISTS", "items", 1, "1"},
+		{"SHOW PEERS", "port", 0, "6502"},
 	}
 	for _, tc := range cases {
 		r := c.query(tc.cmd)
@@ -615,3 +619,5 @@ func TestShowHelpListsTheCommands(t *testing.T) {
 		t.Errorf("SHOW client_encoding: %+v", r)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -44,6 +44,7 @@ var (
 		"max_wait_us", "refused", "max_clients", "max_backends", "weight", "statement_timeout_ms",
 		"suspended", "paused", "pool_mode", "migration_version")
 	totalsCols = cols("sN", "name", "value")
+	peersCols  = cols("isii", "peer_id", "host", "port", "pool_size")
 )
 
 // Columns returns the columns of SHOW name (lower case), or nil for an unknown name.
@@ -80,6 +81,7 @@ func init() {
 		"config":         {configCols, false, fillConfig},
 		"version":        {versionCols, false, func(r *result, s *Snapshot) { r.add(s.Version) }},
 		"state":          {stateCols, false, fillState},
+		"peers":          {peersCols, false, fillPeers},
 	}
 }
 
@@ -217,6 +219,12 @@ func fillConfig(r *result, s *Snapshot) {
 	}
 }
 
+func fillPeers(r *result, s *Snapshot) {
+	for _, p := range s.Peers {
+		r.add(p.ID, p.Host, p.Port, p.PoolSize)
+	}
+}
+
 func fillState(r *result, s *Snapshot) {
 	r.add("active", yesNo(!s.State.Paused && !s.State.Suspended))
 	r.add("paused", yesNo(s.State.Paused))
@@ -243,7 +251,7 @@ func fakeParam(name string) (string, string, bool) {
 }
 
 const helpText = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n" +
-	"\tSHOW LISTS|MEM|STATE\n" +
+	"\tSHOW PEERS|LISTS|MEM|STATE\n" +
 	"\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n" +
 	"\tSHOW TENANTS\n" +
 	"\tSET key = arg\n" +

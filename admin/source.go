@@ -44,6 +44,8 @@ type Snapshot struct {
 	Databases []Database
 	// Lists are the object counts of SHOW LISTS, in the order shown.
 	Lists []ListItem
+	// Peers are the [peers] this process forwards cancel requests to (SHOW PEERS).
+	Peers []Peer
 
 	// RelayErr, when set, says the relay could not fill the sections below (it is shutting down, or does
 	// not report them): the SHOW commands that need them fail with it, the others are answered.
@@ -123,6 +125,15 @@ type Database struct {
 	MaxClientConnections, CurrentClientConnections int64
 	// Paused: PAUSE tenant is in force. Disabled: DISABLE tenant is in force (or the tenant is suspended).
 	Paused, Disabled bool
+}
+
+// Peer is one process that shares the listen address ([peers]).
+type Peer struct {
+	ID   int64
+	Host string
+	Port int64
+	// PoolSize is 0: a peer gets cancel requests only.
+	PoolSize int64
 }
 
 // ListItem is one row of SHOW LISTS.

@@ -186,6 +186,37 @@ func TestAdminConsoleThroughTheProxy(t *testing.T) {
 		}
 	}
 
+	// DISABLE refuses the tenant's new clients, keeps its connected ones; ENABLE undoes it.
+	if _, err := admin.Exec(ctx, "DISABLE acme", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatalf("DISABLE acme: %v", err)
+	}
+	if c, err := dialPgx(ctx, p.TenantURL("acme"), pgx.QueryExecModeSimpleProtocol, nil); sqlstate(err) != "57P03" {
+		if err == nil {
+			c.Close(ctx)
+		}
+		t.Errorf("a new acme client while disabled: %v", err)
+	}
+	if _, err := app.Exec(ctx, "SELECT 1"); err != nil {
+		t.Errorf("a connected acme client while disabled: %v", err)
+	}
+	if c, err := dialPgx(ctx, p.TenantURL("globex"), pgx.QueryExecModeSimpleProtocol, nil); err != nil {
+		t.Errorf("globex while acme is disabled: %v", err)
+	} else {
+		c.Close(ctx)
+	}
+	names, rows, _ = consoleQuery(ctx, admin, "SHOW DATABASES")
+	if got := column(names, rows, "acme", "name", "disabled"); got != "1" {
+		t.Errorf("SHOW DATABASES disabled for acme = %s", got)
+	}
+	if _, err := admin.Exec(ctx, "ENABLE acme", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatalf("ENABLE acme: %v", err)
+	}
+	if c, err := dialPgx(ctx, p.TenantURL("acme"), pgx.QueryExecModeSimpleProtocol, nil); err != nil {
+		t.Errorf("acme after ENABLE: %v", err)
+	} else {
+		c.Close(ctx)
+	}
+
 	// RELOAD re-reads the file: latecomer becomes a stats user.
 	cfg := *p.Cfg
 	cfg.AdminConsole.StatsUsers = []string{"watcher", "latecomer"}

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,7 +58,7 @@ func (s *source) Snapshot(ctx context.Context) (*admin.Snapshot, error) {
 		snap.Databases = append(snap.Databases, admin.Database{
 			Name: t.Name, Host: cfg.Backend.Host, Port: int64(cfg.Backend.Port), Database: cfg.Backend.Database,
 			ForceUser: cfg.Backend.User, PoolSize: int64(tenantPoolSize(cfg)), ServerLifetime: cfg.Backend.MaxLifetime.Duration,
-			PoolMode: cfg.Pool.Mode, MaxConnections: int64(cfg.Pool.TenantMaxBackends), Disabled: t.Suspended,
+			PoolMode: cfg.Pool.Mode, MaxConnections: int64(cfg.Pool.TenantMaxBackends), Disabled: t.Suspended || p.isDisabled(t.Name),
 		})
 	}
 	st := p.engine.Stats()
@@ -68,6 +69,12 @@ func (s *source) Snapshot(ctx context.Context) (*admin.Snapshot, error) {
 		{Name: "login_clients", Items: 0}, {Name: "free_servers", Items: 0}, {Name: "used_servers", Items: int64(st.Backends)},
 		{Name: "dns_names", Items: 0}, {Name: "dns_zones", Items: 0}, {Name: "dns_queries", Items: 0}, {Name: "dns_pending", Items: 0},
 	}
+	for id, addr := range cfg.Peers.PeerAddrs() {
+		host, port, _ := net.SplitHostPort(addr)
+		n, _ := strconv.Atoi(port)
+		snap.Peers = append(snap.Peers, admin.Peer{ID: int64(id), Host: host, Port: int64(n)})
+	}
+	sort.Slice(snap.Peers, func(i, j int) bool { return snap.Peers[i].ID < snap.Peers[j].ID })
 	if err := s.relay.fill(ctx, snap); err != nil {
 		snap.RelayErr = err
 	}
@@ -99,6 +106,14 @@ func (s *source) Control(ctx context.Context, cmd admin.Command) error {
 			return admin.Errorf(pgerrcode.ObjectNotInPrerequisiteState, "tenantproxy: the proxy is already shutting down")
 		}
 		go p.consoleShutdown(cmd.WaitForClients)
+		return nil
+	case admin.OpDisable, admin.OpEnable:
+		// The front door refuses a disabled tenant's new clients; the relay hears of it too (it may
+		// answer not available: the router's part stands either way).
+		p.setDisabled(cmd.Tenant, cmd.Op == admin.OpDisable)
+		if err := s.relay.control(ctx, cmd); err != nil && err != admin.ErrNotAvailable {
+			return err
+		}
 		return nil
 	case admin.OpSet:
 		if cmd.Tenant != "" && !p.hasTenant(cmd.Tenant) {

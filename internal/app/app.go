@@ -85,7 +85,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		go func() {
 			defer close(p.done)
 			err := tenants.WatchCatalog(ctx, cfg, func(ts []config.Tenant) {
-				p.router.Update(p.config(), ts)
+				p.updateRouter(p.config(), ts)
 				engine.SetTenants(routing.RelayTenants(p.config(), ts))
 			})
 			if err != nil && ctx.Err() == nil {
@@ -94,7 +94,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		}()
 	} else {
 		close(p.done)
-		p.router.Update(cfg, cfg.Tenants)
+		p.updateRouter(cfg, cfg.Tenants)
 		engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
 	}
 	engine.Start()
@@ -157,10 +157,10 @@ func (p *App) reload(path string) error {
 	p.server.SetConfig(cfg)
 	p.reloadOps(cfg)
 	if cfg.Tenancy.Catalog == config.CatalogConfig {
-		p.router.Update(cfg, cfg.Tenants)
+		p.updateRouter(cfg, cfg.Tenants)
 		p.engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
 	} else {
-		p.router.Update(cfg, p.router.Snapshot().Tenants())
+		p.updateRouter(cfg, p.catalogTenants())
 	}
 	p.log.Info("configuration reloaded", zap.Int("tenants", len(p.router.Snapshot().Tenants())), zap.Int("users", len(cfg.Users)))
 	return nil

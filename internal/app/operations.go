@@ -32,6 +32,59 @@ type ops struct {
 	stopped  chan struct{}
 	peerLn   net.Listener
 	peerWG   sync.WaitGroup
+
+	// routerMu guards the tenants last handed to the router (as the catalog or config has them) and the
+	// tenants DISABLEd in the console, which the router sees as suspended.
+	routerMu sync.Mutex
+	tenants  []config.Tenant
+	disabled map[string]bool
+}
+
+// updateRouter hands the router the tenants with the console's DISABLE applied: a disabled tenant's new
+// clients are refused (57P03); its connected clients go on, as with pgbouncer's DISABLE.
+func (p *App) updateRouter(cfg *config.Config, ts []config.Tenant) {
+	p.routerMu.Lock()
+	defer p.routerMu.Unlock()
+	p.tenants = append([]config.Tenant(nil), ts...)
+	p.applyRouterLocked(cfg)
+}
+
+func (p *App) applyRouterLocked(cfg *config.Config) {
+	ts := append([]config.Tenant(nil), p.tenants...)
+	for i := range ts {
+		if p.disabled[ts[i].Name] {
+			ts[i].Suspended = true
+		}
+	}
+	p.router.Update(cfg, ts)
+}
+
+// catalogTenants are the tenants as the catalog last reported them (without DISABLE).
+func (p *App) catalogTenants() []config.Tenant {
+	p.routerMu.Lock()
+	defer p.routerMu.Unlock()
+	return append([]config.Tenant(nil), p.tenants...)
+}
+
+// setDisabled is DISABLE (true) and ENABLE (false) of a tenant.
+func (p *App) setDisabled(tenant string, v bool) {
+	p.routerMu.Lock()
+	defer p.routerMu.Unlock()
+	if p.disabled == nil {
+		p.disabled = map[string]bool{}
+	}
+	if v {
+		p.disabled[tenant] = true
+	} else {
+		delete(p.disabled, tenant)
+	}
+	p.applyRouterLocked(p.config())
+}
+
+func (p *App) isDisabled(tenant string) bool {
+	p.routerMu.Lock()
+	defer p.routerMu.Unlock()
+	return p.disabled[tenant]
 }
 
 // config returns the running configuration.
