@@ -217,6 +217,30 @@ func TestAdminConsoleThroughTheProxy(t *testing.T) {
 		c.Close(ctx)
 	}
 
+	// SET of a setting the app owns takes effect at once; a bad value is refused with 22023.
+	if _, err := admin.Exec(ctx, "SET stats_users = 'watcher,latecomer'", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatalf("SET stats_users: %v", err)
+	}
+	if c, err := dialPgx(ctx, consoleURL(p, "latecomer", "pgbouncer"), pgx.QueryExecModeSimpleProtocol, nil); err != nil {
+		t.Errorf("latecomer after SET stats_users: %v", err)
+	} else {
+		c.Close(ctx)
+	}
+	for _, q := range []string{"SET stats_users = 'ghost'", "SET auth_type = 'kerberos'", "SET auth.failure_delay = 'soon'"} {
+		if _, err := admin.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol); sqlstate(err) != "22023" {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+	if _, err := admin.Exec(ctx, "SET stats_users = 'watcher'", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := dialPgx(ctx, consoleURL(p, "latecomer", "pgbouncer"), pgx.QueryExecModeSimpleProtocol, nil); sqlstate(err) != "28000" {
+		if err == nil {
+			c.Close(ctx)
+		}
+		t.Errorf("latecomer after SET stats_users without them: %v", err)
+	}
+
 	// RELOAD re-reads the file: latecomer becomes a stats user.
 	cfg := *p.Cfg
 	cfg.AdminConsole.StatsUsers = []string{"watcher", "latecomer"}

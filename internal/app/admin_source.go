@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgerrcode"
+	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/admin"
 	"github.com/tenantproxy/tenantproxy/config"
@@ -116,8 +117,14 @@ func (s *source) Control(ctx context.Context, cmd admin.Command) error {
 		}
 		return nil
 	case admin.OpSet:
-		if cmd.Tenant != "" && !p.hasTenant(cmd.Tenant) {
-			return admin.NoSuchDatabase(cmd.Tenant)
+		if cmd.Tenant != "" {
+			if !p.hasTenant(cmd.Tenant) {
+				return admin.NoSuchDatabase(cmd.Tenant)
+			}
+			return s.relay.control(ctx, cmd)
+		}
+		if ok, err := p.setConfig(cmd.Key, cmd.Value); ok {
+			return err
 		}
 		return s.relay.control(ctx, cmd)
 	}
@@ -182,4 +189,44 @@ func configSettings(c *config.Config) []admin.Setting {
 		{Key: "metrics.addr", Value: c.Metrics.Addr, Default: d.Metrics.Addr},
 		{Key: "log.level", Value: c.Log.Level, Default: d.Log.Level},
 	}
+}
+
+// setConfig is SET of a setting the app applies itself (the front door's and the console's); ok is
+// false for a key it does not own. The change lasts until the next RELOAD or SIGHUP, as in pgbouncer.
+func (p *App) setConfig(key, value string) (ok bool, err error) {
+	next := *p.config()
+	switch key {
+	case "auth_type":
+		next.Auth.Method = value
+	case "auth.failure_delay":
+		d, perr := time.ParseDuration(value)
+		if perr != nil {
+			return true, admin.Errorf(pgerrcode.InvalidParameterValue, "tenantproxy: SET %s: %v", key, perr)
+		}
+		next.Auth.FailureDelay = config.Duration{Duration: d}
+	case "admin_users", "stats_users":
+		var list []string
+		for _, u := range strings.Split(value, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				list = append(list, u)
+			}
+		}
+		if key == "admin_users" {
+			next.AdminConsole.AdminUsers = list
+		} else {
+			next.AdminConsole.StatsUsers = list
+		}
+	default:
+		return false, nil
+	}
+	if verr := next.Validate(); verr != nil {
+		return true, admin.Errorf(pgerrcode.InvalidParameterValue, "tenantproxy: SET %s: %v", key, verr)
+	}
+	p.cfgMu.Lock()
+	p.cfg = &next
+	p.cfgMu.Unlock()
+	p.server.SetConfig(&next)
+	p.reloadOps(&next)
+	p.log.Info("setting changed in the admin console", zap.String("key", key), zap.String("value", value))
+	return true, nil
 }
