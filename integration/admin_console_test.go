@@ -420,3 +420,23 @@ func TestAuditLogRecordsConnectionsFailuresAndConsoleCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminConsoleOpensWhenTheProxyIsFull: max_client_conn counts relay clients; an operator still gets in.
+func TestAdminConsoleOpensWhenTheProxyIsFull(t *testing.T) {
+	p := startProxy(t, config.ModeTransaction, func(c *config.Config) {
+		consoleUsers(c)
+		c.Pool.MaxClientConn = 1
+	})
+	ctx := testContext(t, 30*time.Second)
+	connectPgx(t, ctx, p.TenantURL("acme"), pgx.QueryExecModeSimpleProtocol)
+	if c, err := dialPgx(ctx, p.TenantURL("globex"), pgx.QueryExecModeSimpleProtocol, nil); sqlstate(err) != "53300" {
+		if err == nil {
+			c.Close(ctx)
+		}
+		t.Fatalf("a second client with max_client_conn = 1: %v", err)
+	}
+	admin := connectPgx(t, ctx, consoleURL(p, "opsadmin", "pgbouncer"), pgx.QueryExecModeSimpleProtocol)
+	if _, rows, err := consoleQuery(ctx, admin, "SHOW LISTS"); err != nil || column([]string{"list", "items"}, rows, "used_clients", "list", "items") != "1" {
+		t.Errorf("SHOW LISTS on a full proxy: %v %v", rows, err)
+	}
+}

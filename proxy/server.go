@@ -275,7 +275,12 @@ func (s *Server) handle(c net.Conn) {
 	if database == "" {
 		database = user
 	}
-	if n := s.engine.Clients(); n >= cfg.Pool.MaxClientConn {
+	console := s.console.Load()
+	if console != nil && !console.isDB(database) {
+		console = nil
+	}
+	// The admin console is not a relay client: an operator gets in when the proxy is full.
+	if n := s.engine.Clients(); n >= cfg.Pool.MaxClientConn && console == nil {
 		s.fatal(conn, "53300", fmt.Sprintf("tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
 		return
 	}
@@ -303,10 +308,6 @@ func (s *Server) handle(c net.Conn) {
 	}
 
 	snap := s.router.Snapshot()
-	console := s.console.Load()
-	if console != nil && !console.isDB(database) {
-		console = nil
-	}
 	var id routing.Identity
 	var rerr *routing.Error
 	if console != nil {

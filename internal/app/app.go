@@ -132,6 +132,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		}
 		go p.metrics.Serve(mln)
 	}
+	notifySystemd("READY=1", log)
 	log.Info("tenantproxy listening", zap.String("addr", ln.Addr().String()), zap.String("mode", cfg.Pool.Mode),
 		zap.Int("pool_size", cfg.Backend.PoolSize), zap.String("backend", fmt.Sprintf("%s:%d/%s as %s", cfg.Backend.Host, cfg.Backend.Port, cfg.Backend.Database, cfg.Backend.User)),
 		zap.String("version", version))

@@ -122,7 +122,6 @@ func (p *App) startOps(version string) error {
 			return err
 		}
 	}
-	notifySystemd("READY=1", p.log)
 	return nil
 }
 
