@@ -149,7 +149,7 @@ func (p *App) reload(path string) error {
 		p.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		return err
 	}
-	if cfg.Listen.Addr != p.cfg.Listen.Addr || cfg.Backend != p.cfg.Backend || cfg.Pool.Mode != p.cfg.Pool.Mode {
+	if old := p.config(); cfg.Listen.Addr != old.Listen.Addr || cfg.Backend != old.Backend || cfg.Pool.Mode != old.Pool.Mode {
 		p.log.Warn("reload: [listen], [backend] and [pool] mode changes need a restart; they are ignored")
 	}
 	p.cfgMu.Lock()
