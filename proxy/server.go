@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
@@ -346,7 +347,7 @@ func (s *Server) handle(c net.Conn) {
 		s.AuthFail.Add(1)
 		s.failures.fail(addr)
 		log.Warn("authentication failed", zap.Bool("audit", true), zap.String("event", "auth_failed"), zap.Error(err))
-		s.authFailed(id.User, addr, id.Tenant, "28P01", err.Error())
+		s.authFailed(id.User, addr, id.Tenant, pgerrcode.InvalidPassword, err.Error())
 		time.Sleep(cfg.Auth.FailureDelay.Duration)
 		var ae *auth.Error
 		if errors.As(err, &ae) {
@@ -402,8 +403,8 @@ func (s *Server) handle(c net.Conn) {
 func (s *Server) serveConsole(raw, conn net.Conn, c Console, user, addr string, log *zap.Logger) {
 	if !c.Permits(user) {
 		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "console_refused"))
-		s.authFailed(user, addr, "", "28000", "not an admin console user")
-		s.fatal(conn, "28000", fmt.Sprintf("tenantproxy: user %q is not allowed to open the admin console", user))
+		s.authFailed(user, addr, "", pgerrcode.InvalidAuthorizationSpecification, "not an admin console user")
+		s.fatal(conn, pgerrcode.InvalidAuthorizationSpecification, fmt.Sprintf("tenantproxy: user %q is not allowed to open the admin console", user))
 		return
 	}
 	s.failures.succeed(addr)
