@@ -79,6 +79,10 @@ type Config struct {
 	Log        Log        `toml:"log"`
 	Admin      Admin      `toml:"admin"`
 	Migrations Migrations `toml:"migrations"`
+	// AdminConsole, Audit and Peers: see admin_console.go.
+	AdminConsole AdminConsole `toml:"admin_console"`
+	Audit        Audit        `toml:"audit"`
+	Peers        Peers        `toml:"peers"`
 
 	// Path is the file the config was loaded from; empty for one built in code.
 	Path string `toml:"-"`
@@ -99,6 +103,9 @@ type Listen struct {
 	// RelayThreads is how many OS threads relay messages, each with its own share of clients and
 	// backends under the one pool_size; 0 means one per two cores, at most 4 and at most pool_size/4.
 	RelayThreads int `toml:"relay_threads"`
+	// ReusePort sets SO_REUSEPORT on the listener, so a new process can listen on the same address
+	// before the old one drains (rolling restart, docs/operations.md).
+	ReusePort bool `toml:"reuse_port"`
 }
 
 // Backend is the shared PostgreSQL server and the pool role every backend connection logs in as.
@@ -479,6 +486,7 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	c.validateOperations(bad)
 	oneOf("[log] level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("[log] format", c.Log.Format, "json", "console")
 	if len(errs) > 0 {

@@ -18,9 +18,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
+	"github.com/tenantproxy/tenantproxy/audit"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/netfd"
 	"github.com/tenantproxy/tenantproxy/policy"
@@ -44,11 +46,24 @@ type Engine interface {
 	Clients() int
 }
 
+// Console serves the admin console (package admin) to a client that connected to one of its
+// databases and authenticated.
+type Console interface {
+	// Permits reports whether user may open the console; others get 28000 after authenticating.
+	Permits(user string) bool
+	// Serve runs the console after AuthenticationOk until the client leaves; it does not close conn.
+	Serve(conn net.Conn, user, addr string)
+}
+
 // Server accepts clients.
 type Server struct {
-	log    *zap.Logger
-	engine Engine
-	router *routing.Router
+	log     *zap.Logger
+	engine  Engine
+	router  *routing.Router
+	console atomic.Pointer[consoleHook]
+	// CancelHook, when set, is asked first about every cancel request: it returns true when it has
+	// handled it (forwarded it to the peer process that owns the key).
+	CancelHook func(pid, secret uint32) bool
 
 	cfg      atomic.Pointer[config.Config]
 	tls      *tls.Config
@@ -81,6 +96,21 @@ func New(cfg *config.Config, engine Engine, router *routing.Router, log *zap.Log
 		}
 	}
 	return s, nil
+}
+
+type consoleHook struct {
+	c    Console
+	isDB func(string) bool
+}
+
+// SetConsole makes connections to a database for which isDB is true open c.
+func (s *Server) SetConsole(c Console, isDB func(string) bool) {
+	s.console.Store(&consoleHook{c: c, isDB: isDB})
+}
+
+// authFailed writes the audit record of a failed authentication or refused connection.
+func (s *Server) authFailed(user, addr, tenant, sqlstate, reason string) {
+	audit.Log.AuthFailed(audit.Conn{Tenant: tenant, User: user, Addr: addr}, sqlstate, reason)
 }
 
 // SetConfig applies a reloaded configuration to new connections (users, auth method, tenancy).
@@ -139,6 +169,17 @@ func (s *Server) track(c net.Conn, add bool) bool {
 		delete(s.conns, c)
 	}
 	return true
+}
+
+// StopAccepting closes the listener and lets the connections in their startup phase finish it (a rolling
+// restart: they are handed to the relay, not dropped). Close still ends everything later.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.ln != nil {
+		s.ln.Close()
+	}
 }
 
 // Close stops accepting, ends connections still in the startup phase and waits for their goroutines.
@@ -207,6 +248,9 @@ func (s *Server) handle(c net.Conn) {
 			continue
 		case codeCancel:
 			if len(p.cancelKey) == 4 {
+				if h := s.CancelHook; h != nil && h(p.cancelPID, uint32(p.cancelKey[0])<<24|uint32(p.cancelKey[1])<<16|uint32(p.cancelKey[2])<<8|uint32(p.cancelKey[3])) {
+					return
+				}
 				s.engine.Cancel(p.cancelPID, uint32(p.cancelKey[0])<<24|uint32(p.cancelKey[1])<<16|uint32(p.cancelKey[2])<<8|uint32(p.cancelKey[3]))
 			}
 			return
@@ -232,7 +276,12 @@ func (s *Server) handle(c net.Conn) {
 	if database == "" {
 		database = user
 	}
-	if n := s.engine.Clients(); n >= cfg.Pool.MaxClientConn {
+	console := s.console.Load()
+	if console != nil && !console.isDB(database) {
+		console = nil
+	}
+	// The admin console is not a relay client: an operator gets in when the proxy is full.
+	if n := s.engine.Clients(); n >= cfg.Pool.MaxClientConn && console == nil {
 		s.fatal(conn, "53300", fmt.Sprintf("tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
 		return
 	}
@@ -260,7 +309,13 @@ func (s *Server) handle(c net.Conn) {
 	}
 
 	snap := s.router.Snapshot()
-	id, rerr := snap.Identify(user, database)
+	var id routing.Identity
+	var rerr *routing.Error
+	if console != nil {
+		id = routing.Identity{User: user, Tenant: database, Via: "console"}
+	} else {
+		id, rerr = snap.Identify(user, database)
+	}
 	if rerr != nil {
 		s.fatal(conn, rerr.Code, rerr.Message)
 		return
@@ -292,6 +347,7 @@ func (s *Server) handle(c net.Conn) {
 		s.AuthFail.Add(1)
 		s.failures.fail(addr)
 		log.Warn("authentication failed", zap.Bool("audit", true), zap.String("event", "auth_failed"), zap.Error(err))
+		s.authFailed(id.User, addr, id.Tenant, pgerrcode.InvalidPassword, err.Error())
 		time.Sleep(cfg.Auth.FailureDelay.Duration)
 		var ae *auth.Error
 		if errors.As(err, &ae) {
@@ -304,9 +360,14 @@ func (s *Server) handle(c net.Conn) {
 		// Authenticate never accepts an unknown user; this is a guard against a future change.
 		panic("BUG: unknown user authenticated")
 	}
+	if console != nil {
+		s.serveConsole(c, conn, console.c, id.User, addr, log)
+		return
+	}
 	t, aerr := snap.Authorize(id)
 	if aerr != nil {
 		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "tenant_refused"), zap.String("sqlstate", aerr.Code), zap.String("reason", aerr.Message))
+		s.authFailed(id.User, addr, id.Tenant, aerr.Code, aerr.Message)
 		s.fatal(conn, aerr.Code, aerr.Message)
 		return
 	}
@@ -332,7 +393,26 @@ func (s *Server) handle(c net.Conn) {
 	}
 	if err := s.engine.Attach(fd, info); err != nil {
 		log.Warn("relay refused the client", zap.Error(err))
+		return
 	}
+	// The relay knows the session id (the cancel key's pid) and records the disconnect.
+	audit.Log.Connect(audit.Conn{Tenant: t.Name, User: id.User, Addr: addr})
+}
+
+// serveConsole runs the admin console on an authenticated connection, in this goroutine (so Close ends it).
+func (s *Server) serveConsole(raw, conn net.Conn, c Console, user, addr string, log *zap.Logger) {
+	if !c.Permits(user) {
+		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "console_refused"))
+		s.authFailed(user, addr, "", pgerrcode.InvalidAuthorizationSpecification, "not an admin console user")
+		s.fatal(conn, pgerrcode.InvalidAuthorizationSpecification, fmt.Sprintf("tenantproxy: user %q is not allowed to open the admin console", user))
+		return
+	}
+	s.failures.succeed(addr)
+	if _, err := conn.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 0}); err != nil {
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	c.Serve(conn, user, addr)
 }
 
 // handOff returns a socket the relay can own: the client's own for a plain connection; for TLS, one end

@@ -3,7 +3,7 @@
 # the PostgreSQL 15 server and client, pgbouncer (benchmarks), and the client drivers of the driver matrix
 # (integration/drivers): python3-psycopg and python3-asyncpg for Debian's /usr/bin/python3, the PostgreSQL
 # JDBC driver with a Java 17 JDK, Node.js with the npm packages pg, pg-copy-streams and postgres pinned in
-# integration/drivers/node/package-lock.json.
+# integration/drivers/node/package-lock.json, and chromium (the status page test, admin/status_test.go).
 #
 # It is idempotent and quick when everything is present: apt-get update runs only when a Debian package is
 # missing, and npm ci only when node_modules does not match package-lock.json. It reaches only Debian's
@@ -24,7 +24,7 @@ installed() {
 
 # Debian packages, by name. A JDK is wanted only when javac of version 17 or newer is missing, Node.js only
 # when node or npm is missing (a machine may carry them from elsewhere).
-want=(postgresql-15 postgresql-client-15 pgbouncer python3-psycopg python3-asyncpg libpostgresql-jdbc-java)
+want=(postgresql-15 postgresql-client-15 pgbouncer python3-psycopg python3-asyncpg libpostgresql-jdbc-java chromium)
 javac_major() { javac -version 2>&1 | sed -n 's/^javac \([0-9]*\).*/\1/p'; }
 if ! command -v javac >/dev/null || [[ "$(javac_major)" -lt 17 ]]; then
 	want+=(openjdk-17-jdk-headless)

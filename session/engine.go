@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/tenantproxy/tenantproxy/audit"
 )
 
 // ErrClosed is returned by Attach after Close.
@@ -255,6 +257,9 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	}
 	for {
 		e.nextPID++
+		if p := e.cfg.PeerID; p != 0 {
+			e.nextPID = p<<24 | e.nextPID&0x00FFFFFF
+		}
 		if e.sessions[e.nextPID] == nil && e.nextPID != 0 && e.ownsPID(e.nextPID) {
 			break
 		}
@@ -407,7 +412,10 @@ func (e *Engine) tripwire(b *backend, why string) {
 	fields := []zap.Field{zap.Bool("audit", true), zap.String("event", "tripwire"), zap.String("why", why), zap.Uint32("backend_pid", b.pid)}
 	if s := b.detach(); s != nil {
 		fields = append(fields, zap.String("tenant", s.tenant.Name), zap.String("user", s.info.User), zap.String("addr", s.info.Addr))
+		audit.Log.Tripwire(s.auditConn(), why)
 		s.fatal("08006", "tenantproxy: the server connection was closed by the tenant tripwire: "+why)
+	} else {
+		audit.Log.Tripwire(audit.Conn{}, why)
 	}
 	e.log.Error("tripwire: backend identity mismatch", fields...)
 	b.close("tripwire")
@@ -428,6 +436,7 @@ func (e *Engine) sessionClosed(s *Session) {
 	}
 	delete(e.sessions, s.pid)
 	s.dropStatements()
+	audit.Log.Disconnect(s.auditConn(), s.closeReason)
 	e.clients.Add(-1)
 	e.m.Clients.Dec()
 	s.logger().Info("session closed", zap.Duration("duration", e.l.now.Sub(s.info.Opened)), zap.String("reason", s.closeReason))

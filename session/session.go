@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/text/encoding"
 
+	"github.com/tenantproxy/tenantproxy/audit"
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 	"github.com/tenantproxy/tenantproxy/policy"
 )
@@ -92,6 +93,11 @@ type Session struct {
 // client costs no logger.
 func (s *Session) logger() *zap.Logger {
 	return s.e.log.With(zap.String("tenant", s.info.Tenant), zap.String("user", s.info.User), zap.String("addr", s.info.Addr), zap.Uint32("session", s.pid))
+}
+
+// auditConn names the session in the audit log.
+func (s *Session) auditConn() audit.Conn {
+	return audit.Conn{Tenant: s.tenant.Name, User: s.info.User, Addr: s.info.Addr, Session: s.pid}
 }
 
 // liveStats is the session's statistics now.
@@ -478,11 +484,15 @@ func reservedStmtName(name string) bool {
 func (s *Session) refuse(kind opKind, code, message, sql string) {
 	s.tenant.counters.refused.Inc()
 	s.stats.Refused++
-	fields := []zap.Field{zap.String("sqlstate", code), zap.String("reason", message), zap.String("fingerprint", fingerprint(sql))}
+	fp := fingerprint(sql)
+	fields := []zap.Field{zap.String("sqlstate", code), zap.String("reason", message), zap.String("fingerprint", fp)}
+	text := ""
 	if s.e.cfg.AuditStatementText {
 		fields = append(fields, zap.String("statement", sql))
+		text = sql
 	}
 	s.e.audit("statement refused", s, fields...)
+	audit.Log.Refused(s.auditConn(), code, message, fp, text)
 	s.be.verifyNext = true
 	s.poison(kind, code, message)
 }

@@ -212,6 +212,10 @@ type Config struct {
 	Guard    Guard
 	Logger   *zap.Logger
 	Metrics  *Metrics
+
+	// PeerID is [peers] id (0..255): the top 8 bits of every cancel key's pid, so that a cancel request
+	// reaching another process sharing the address can be forwarded here.
+	PeerID uint32
 }
 
 // setupStatements is how many statements SetupSQL has: policy.Context.SetupSQL joins them with "; ", and

@@ -239,6 +239,7 @@ func Main(ctx context.Context, cfg *config.Config, args []string, stdout, stderr
 		return usageFailure(stderr, cmd, fs, fmt.Sprintf("expected %s", argsWord(cmd)))
 	}
 	err = run(pos)
+	auditLifecycle(cfg, cmd.path, pos, err)
 	var ue *usageError
 	switch {
 	case err == nil:

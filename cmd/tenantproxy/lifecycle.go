@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tenantproxy/tenantproxy/audit"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/tenants"
 )
@@ -27,6 +28,16 @@ func lifecycleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		fmt.Fprintln(stderr, "tenantproxy:", err)
 		return 1
+	}
+	if cfg.Audit.Path != "" {
+		// Lifecycle commands are audited ([audit] path); the log is written out before exit.
+		w, err := audit.Open(cfg.Audit.Path, nil, nil)
+		if err != nil {
+			fmt.Fprintln(stderr, "tenantproxy:", err)
+			return 1
+		}
+		audit.Log.Set(w)
+		defer func() { audit.Log.Unset(w); w.Close() }()
 	}
 	return tenants.Main(ctx, cfg, rest, stdout, stderr)
 }

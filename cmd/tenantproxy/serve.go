@@ -59,16 +59,28 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", zap.Error(err))
 		return 1
 	}
-	for sig := range sigs {
+	for {
+		var sig os.Signal
+		select {
+		case sig = <-sigs:
+		case <-p.Stopped(): // SHUTDOWN in the admin console
+			log.Info("shut down by the admin console")
+			return 0
+		}
 		if sig == syscall.SIGHUP {
 			p.Reload(*path)
 			continue
 		}
 		log.Info("shutting down", zap.String("signal", sig.String()), zap.Duration("timeout", cfg.Pool.ShutdownTimeout.Duration))
+		if cfg.Listen.ReusePort && sig == syscall.SIGTERM {
+			// A rolling restart (docs/operations.md): the next process already listens on the address.
+			p.ShutdownWaitForClients(cfg.Pool.ShutdownTimeout.Duration)
+			return 0
+		}
+		p.BeginShutdown()
 		p.Shutdown(cfg.Pool.ShutdownTimeout.Duration)
 		return 0
 	}
-	return 0
 }
 
 func newLogger(cfg *config.Config, w io.Writer) (*zap.Logger, error) {

@@ -37,12 +37,14 @@ type App struct {
 	cancel       context.CancelFunc
 	shutdownOnce sync.Once
 	done         chan struct{}
+
+	ops // admin console, audit log, health, peers: operations.go
 }
 
 // Start wires the packages together and starts serving.
 func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &App{cfg: cfg, log: log, cancel: cancel, done: make(chan struct{})}
+	p := &App{cfg: cfg, log: log, cancel: cancel, done: make(chan struct{}), ops: ops{stopped: make(chan struct{})}}
 	fail := func(err error) (*App, error) {
 		cancel()
 		return nil, err
@@ -71,7 +73,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		QueryTimeout: cfg.Backend.QueryTimeout.Duration, MaxMessageSize: cfg.Listen.MaxMessageSize,
 		MaxPreparedStatements:       cfg.Pool.MaxPreparedStatements,
 		MaxClientPreparedStatements: cfg.Pool.MaxClientPreparedStatements, MaxClientPreparedBytes: cfg.Pool.MaxClientPreparedBytes, TripwireSampleRate: cfg.Tenancy.TripwireSampleRate,
-		PoolRole: cfg.Backend.User, AuditStatementText: cfg.Log.AuditStatementText, Dialer: dialer, Guard: session.NewPolicyGuard(guard),
+		PeerID: uint32(cfg.Peers.ID), PoolRole: cfg.Backend.User, AuditStatementText: cfg.Log.AuditStatementText, Dialer: dialer, Guard: session.NewPolicyGuard(guard),
 		Logger: log, Metrics: session.NewMetrics(reg),
 	}, cfg.Listen.RelayThreads)
 	if err != nil {
@@ -84,8 +86,8 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		go func() {
 			defer close(p.done)
 			err := tenants.WatchCatalog(ctx, cfg, func(ts []config.Tenant) {
-				p.router.Update(p.cfg, ts)
-				engine.SetTenants(routing.RelayTenants(p.cfg, ts))
+				p.updateRouter(p.config(), ts)
+				engine.SetTenants(routing.RelayTenants(p.config(), ts))
 			})
 			if err != nil && ctx.Err() == nil {
 				log.Error("tenant catalog watch ended", zap.Error(err))
@@ -93,7 +95,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		}()
 	} else {
 		close(p.done)
-		p.router.Update(cfg, cfg.Tenants)
+		p.updateRouter(cfg, cfg.Tenants)
 		engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
 	}
 	engine.Start()
@@ -103,13 +105,17 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		return fail(err)
 	}
 	p.server = srv
-	ln, err := net.Listen("tcp", cfg.Listen.Addr)
+	ln, err := listen(cfg.Listen.Addr, cfg.Listen.ReusePort)
 	if err != nil {
 		engine.Close()
 		return fail(fmt.Errorf("[listen] addr: %w", err))
 	}
 	p.ln = ln
 	p.reg = reg
+	if err := p.startOps(version); err != nil {
+		p.Shutdown(0)
+		return nil, err
+	}
 	go func() {
 		if err := srv.Serve(ln); err != nil {
 			log.Error("accept loop ended", zap.Error(err))
@@ -118,6 +124,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	if cfg.Metrics.Addr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		p.handleOps(mux)
 		p.metrics = &http.Server{Addr: cfg.Metrics.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
 		if err != nil {
@@ -126,6 +133,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		}
 		go p.metrics.Serve(mln)
 	}
+	notifySystemd("READY=1", log)
 	log.Info("tenantproxy listening", zap.String("addr", ln.Addr().String()), zap.String("mode", cfg.Pool.Mode),
 		zap.Int("pool_size", cfg.Backend.PoolSize), zap.String("backend", fmt.Sprintf("%s:%d/%s as %s", cfg.Backend.Host, cfg.Backend.Port, cfg.Backend.Database, cfg.Backend.User)),
 		zap.String("version", version))
@@ -134,24 +142,30 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 
 // Reload re-reads the config: users, tenants (config catalog) and auth settings change at once without
 // dropping a connection; a bad file keeps the old config.
-func (p *App) Reload(path string) {
+func (p *App) Reload(path string) { p.reload(path) }
+
+func (p *App) reload(path string) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		p.log.Error("reload failed; keeping the running configuration", zap.Error(err))
-		return
+		return err
 	}
-	if cfg.Listen.Addr != p.cfg.Listen.Addr || cfg.Backend != p.cfg.Backend || cfg.Pool.Mode != p.cfg.Pool.Mode {
+	if old := p.config(); cfg.Listen.Addr != old.Listen.Addr || cfg.Backend != old.Backend || cfg.Pool.Mode != old.Pool.Mode {
 		p.log.Warn("reload: [listen], [backend] and [pool] mode changes need a restart; they are ignored")
 	}
+	p.cfgMu.Lock()
 	p.cfg = cfg
+	p.cfgMu.Unlock()
 	p.server.SetConfig(cfg)
+	p.reloadOps(cfg)
 	if cfg.Tenancy.Catalog == config.CatalogConfig {
-		p.router.Update(cfg, cfg.Tenants)
+		p.updateRouter(cfg, cfg.Tenants)
 		p.engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
 	} else {
-		p.router.Update(cfg, p.router.Snapshot().Tenants())
+		p.updateRouter(cfg, p.catalogTenants())
 	}
 	p.log.Info("configuration reloaded", zap.Int("tenants", len(p.router.Snapshot().Tenants())), zap.Int("users", len(cfg.Users)))
+	return nil
 }
 
 // Shutdown stops accepting, drains the relay for up to timeout, then closes everything.
@@ -160,6 +174,11 @@ func (p *App) Shutdown(timeout time.Duration) {
 }
 
 func (p *App) shutdown(timeout time.Duration) {
+	defer close(p.stopped)
+	p.stopping.Store(true)
+	if p.console != nil {
+		p.console.Close()
+	}
 	p.server.Close()
 	select {
 	case <-p.engine.Drain(timeout):
@@ -173,6 +192,7 @@ func (p *App) shutdown(timeout time.Duration) {
 		p.metrics.Shutdown(ctx)
 		cancel()
 	}
+	p.stopOps()
 }
 
 // Addr is the address the proxy listens on.
