@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantproxy/tenantproxy/config"
@@ -193,4 +194,74 @@ func TestPreparedStatementsAcrossLeasesAndTenants(t *testing.T) {
 			t.Fatalf("pipeline results %v, want [%s]", got, want)
 		}
 	})
+}
+
+// A migration that changes a prepared statement's result type fails the statement's next use once, as
+// on PostgreSQL, and the driver's re-prepare of the same text then works, for every client holding it
+// (pgbouncer#1038: there, clients must reconnect after every migration).
+func TestStatementOfAChangedResultTypeIsPreparedAfresh(t *testing.T) {
+	f := proxytest.NewFixture(t)
+	for _, mode := range []string{"transaction", "session"} {
+		t.Run(mode, func(t *testing.T) {
+			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = mode; c.Backend.PoolSize = 2 })
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			admin, err := f.Cluster.Connect(ctx, proxytest.Database)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer admin.Close(ctx)
+			col := "extra_" + mode
+			t.Cleanup(func() { admin.Exec(context.Background(), "ALTER TABLE acme.employees DROP COLUMN IF EXISTS "+col) })
+			// Two clients hold the same statement, so the relay's interned statement outlives either's
+			// re-prepare.
+			c, err := pgx.Connect(ctx, p.TenantURL("acme"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close(ctx)
+			other, err := pgx.Connect(ctx, p.TenantURL("acme"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close(ctx)
+			query := func(c *pgx.Conn) error {
+				rows, err := c.Query(ctx, "SELECT * FROM employees WHERE id > $1", 0)
+				if err != nil {
+					return err
+				}
+				rows.Close()
+				return rows.Err()
+			}
+			run := func() error { return query(c) }
+			if err := run(); err != nil {
+				t.Fatal(err)
+			}
+			if err := query(other); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := admin.Exec(ctx, "ALTER TABLE acme.employees ADD COLUMN "+col+" int"); err != nil {
+				t.Fatal(err)
+			}
+			// pgx drops its cached statement on this error and prepares the text again.
+			for i := 0; i < 3; i++ {
+				err = run()
+				if err == nil {
+					break
+				}
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Code != "0A000" {
+					t.Fatalf("after the migration: %v", err)
+				}
+			}
+			if err != nil {
+				t.Fatalf("the re-prepared statement still fails: %v", err)
+			}
+			for i := 0; i < 5; i++ {
+				if err := run(); err != nil {
+					t.Fatalf("run %d after the migration: %v", i, err)
+				}
+			}
+		})
+	}
 }

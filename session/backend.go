@@ -453,6 +453,9 @@ func (b *backend) onError() {
 	}
 	h.errored = true
 	b.copyIn = false
+	if (h.kind == opBind || h.kind == opDescribeStmt) && h.stmt != 0 && b.client != nil && staleStatement(code, msg) {
+		b.e.retireStatement(b.client.tenant.Name, h.stmt)
+	}
 	switch {
 	case h.poison && code == "42601" && strings.Contains(msg, poisonSQL):
 		if s := b.client; s != nil {

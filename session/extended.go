@@ -234,7 +234,7 @@ func (s *Session) bind(msg []byte) bool {
 		m = append(m, tail...)
 		b.c.setBuf(endMsg(m, start))
 	}
-	b.push(op{kind: opBind})
+	b.push(op{kind: opBind, stmt: st.id})
 	return true
 }
 
@@ -280,7 +280,7 @@ func (s *Session) describe(msg []byte) bool {
 		m = appendStmtName(m, st.id)
 		b.c.setBuf(endMsg(m, start))
 	}
-	b.push(op{kind: opDescribeStmt})
+	b.push(op{kind: opDescribeStmt, stmt: st.id})
 	return true
 }
 

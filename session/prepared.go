@@ -3,6 +3,7 @@ package session
 import (
 	"strconv"
 
+	"github.com/jackc/pgerrcode"
 	"go.uber.org/zap"
 )
 
@@ -57,12 +58,55 @@ func (e *Engine) stmtParsed(tenant string, st *stmt) {
 // stmtUnref drops a client's reference to a statement.
 func (e *Engine) stmtUnref(tenant string, st *stmt) {
 	k := stmtKey{tenant, st.query, string(st.types)}
-	if en, ok := e.stmtIDs[k]; ok {
+	if en, ok := e.stmtIDs[k]; ok && en.id == st.id { // a retired id's entry is gone, or is another id's
 		en.refs--
 		if en.refs <= 0 {
 			delete(e.stmtIDs, k)
 		}
 	}
+}
+
+// retireStatement stops handing out the server statement id of a tenant's statement: the next Parse of
+// its text gets a new id, and so a statement the server prepares afresh. PostgreSQL keeps a prepared
+// statement's result type: once the tenant's schema changed it ("cached plan must not change result
+// type"), the same server statement fails for ever, and a client's re-prepare of the same text must not
+// be mapped back onto it (the trap that makes pgbouncer's users reconnect after a migration). Clients that
+// hold the old id keep it: their next use fails once, as on PostgreSQL, and their re-prepare gets the new
+// one. The old server statements go with the per-backend LRU.
+func (e *Engine) retireStatement(tenant string, id uint64) {
+	for k, en := range e.stmtIDs {
+		if k.tenant == tenant && en.id == id {
+			delete(e.stmtIDs, k)
+			return
+		}
+	}
+}
+
+// retireTenantStatements retires every statement id of a tenant, after its schema changed (a migration).
+func (e *Engine) retireTenantStatements(tenant string) {
+	for k := range e.stmtIDs {
+		if k.tenant == tenant {
+			delete(e.stmtIDs, k)
+		}
+	}
+}
+
+// TenantChanged tells the relay that the tenant's schema changed (a migration committed): the tenant's
+// next Parses prepare afresh on the server. Safe from any goroutine.
+func (e *Engine) TenantChanged(tenant string) {
+	e.l.post(func() { e.retireTenantStatements(tenant) })
+}
+
+// TenantChanged tells every shard that the tenant's schema changed.
+func (g *Group) TenantChanged(tenant string) {
+	for _, e := range g.shards {
+		e.TenantChanged(tenant)
+	}
+}
+
+// staleStatement reports whether an error says that a prepared statement's result type changed under it.
+func staleStatement(code, msg string) bool {
+	return code == pgerrcode.FeatureNotSupported && msg == "cached plan must not change result type"
 }
 
 func appendStmtName(b []byte, id uint64) []byte {
