@@ -16,16 +16,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/tenantproxy/tenantproxy/catalog"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/proxy"
 	"github.com/tenantproxy/tenantproxy/routing"
 	"github.com/tenantproxy/tenantproxy/session"
-	"github.com/tenantproxy/tenantproxy/tenants"
+	"github.com/tenantproxy/tenantproxy/session/dial"
 )
 
 // App is a started proxy: front door, relay, metrics and the tenant catalog.
 type App struct {
+	// mu serializes Reload with the catalog watch's updates: both read cfg and change the router and the
+	// relay's tenants, and must not interleave.
+	mu           sync.Mutex
 	cfg          *config.Config
 	log          *zap.Logger
 	engine       *session.Group
@@ -39,6 +43,10 @@ type App struct {
 	done         chan struct{}
 }
 
+// watchCatalog follows the database catalog; a variable so that tests can feed the App a catalog
+// without a server.
+var watchCatalog = catalog.WatchCatalog
+
 // Start wires the packages together and starts serving.
 func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -48,17 +56,13 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		return nil, err
 	}
 	if cfg.RequiresHardening() {
-		rep, err := tenants.Doctor(ctx, cfg)
-		if err != nil {
-			return fail(fmt.Errorf("hardening check: %w (set [tenancy] require_hardening = false to start anyway)", err))
-		}
-		if failed := rep.Failed(); len(failed) > 0 {
-			return fail(fmt.Errorf("hardening check failed: %s: %s (run \"tenantproxy doctor\" for every check and its fix, or set [tenancy] require_hardening = false)", failed[0].Name, failed[0].Detail))
+		if err := catalog.CheckHardening(ctx, cfg); err != nil {
+			return fail(err)
 		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dialer, err := routing.NewDialer(cfg)
+	dialer, err := dial.NewDialer(cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -82,9 +86,11 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	if cfg.Tenancy.Catalog == config.CatalogDatabase {
 		go func() {
 			defer close(p.done)
-			err := tenants.WatchCatalog(ctx, cfg, func(ts []config.Tenant) {
+			err := watchCatalog(ctx, cfg, func(ts []config.Tenant) {
+				p.mu.Lock()
+				defer p.mu.Unlock()
 				p.router.Update(p.cfg, ts)
-				engine.SetTenants(routing.RelayTenants(p.cfg, ts))
+				engine.SetTenants(relayTenants(p.cfg, ts))
 			})
 			if err != nil && ctx.Err() == nil {
 				log.Error("tenant catalog watch ended", zap.Error(err))
@@ -93,7 +99,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	} else {
 		close(p.done)
 		p.router.Update(cfg, cfg.Tenants)
-		engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
+		engine.SetTenants(relayTenants(cfg, cfg.Tenants))
 	}
 	engine.Start()
 	srv, err := proxy.New(cfg, engine, p.router, log)
@@ -139,6 +145,8 @@ func (p *App) Reload(path string) {
 		p.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		return
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if cfg.Listen.Addr != p.cfg.Listen.Addr || cfg.Backend != p.cfg.Backend || cfg.Pool.Mode != p.cfg.Pool.Mode {
 		p.log.Warn("reload: [listen], [backend] and [pool] mode changes need a restart; they are ignored")
 	}
@@ -146,7 +154,7 @@ func (p *App) Reload(path string) {
 	p.server.SetConfig(cfg)
 	if cfg.Tenancy.Catalog == config.CatalogConfig {
 		p.router.Update(cfg, cfg.Tenants)
-		p.engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
+		p.engine.SetTenants(relayTenants(cfg, cfg.Tenants))
 	} else {
 		p.router.Update(cfg, p.router.Snapshot().Tenants())
 	}

@@ -1,4 +1,4 @@
-package tenants
+package catalog
 
 import (
 	"context"
@@ -58,7 +58,7 @@ type catalogWatcher struct {
 
 // connect opens a pool-role connection, LISTENs, and loads and delivers the catalog.
 func (w *catalogWatcher) connect(ctx context.Context) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig(connString(w.cfg, w.cfg.Backend.Database, w.cfg.Backend.User, w.cfg.BackendPassword(), "tenantproxy-catalog"))
+	cc, err := pgx.ParseConfig(ConnString(w.cfg, w.cfg.Backend.Database, w.cfg.Backend.User, w.cfg.BackendPassword(), "tenantproxy-catalog"))
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func (w *catalogWatcher) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+q(NotifyChannel)); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgident.Quote(NotifyChannel)); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
@@ -119,11 +119,11 @@ func (w *catalogWatcher) load(ctx context.Context, conn *pgx.Conn) error {
 	defer cancel()
 	rows, err := conn.Query(qctx, "SELECT name, schema, status = 'suspended' FROM tenantproxy.tenants ORDER BY name")
 	if err != nil {
-		return catalogError(err)
+		return Error(err)
 	}
 	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[config.Tenant])
 	if err != nil {
-		return catalogError(err)
+		return Error(err)
 	}
 	list := make([]config.Tenant, 0, len(all))
 	for _, t := range all {
