@@ -18,11 +18,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/netfd"
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/proxy/auth"
 	"github.com/tenantproxy/tenantproxy/routing"
@@ -181,7 +183,7 @@ func (s *Server) handle(c net.Conn) {
 		switch p.code {
 		case codeSSLRequest:
 			if isTLS {
-				s.fatal(conn, "08P01", "SSLRequest received on an encrypted connection")
+				s.fatal(conn, pgerr.Fatal(pgerrcode.ProtocolViolation, "SSLRequest received on an encrypted connection"))
 				return
 			}
 			if s.tls == nil || cfg.Listen.TLSMode == config.TLSDisable {
@@ -215,7 +217,7 @@ func (s *Server) handle(c net.Conn) {
 		break
 	}
 	if cfg.Listen.TLSMode == config.TLSRequire && !isTLS {
-		s.fatal(conn, "28000", "tenantproxy: this proxy requires TLS ([listen] tls_mode = \"require\"); connect with sslmode=require")
+		s.fatal(conn, pgerr.Fatal(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: this proxy requires TLS ([listen] tls_mode = \"require\"); connect with sslmode=require"))
 		return
 	}
 	if pkt.code != codeProtocol3 || len(pkt.unknownPQ) > 0 {
@@ -225,7 +227,7 @@ func (s *Server) handle(c net.Conn) {
 	}
 	user := pkt.params["user"]
 	if user == "" {
-		s.fatal(conn, "28000", "no PostgreSQL user name specified in startup packet")
+		s.fatal(conn, pgerr.Fatal(pgerrcode.InvalidAuthorizationSpecification, "no PostgreSQL user name specified in startup packet"))
 		return
 	}
 	database := pkt.params["database"]
@@ -233,7 +235,7 @@ func (s *Server) handle(c net.Conn) {
 		database = user
 	}
 	if n := s.engine.Clients(); n >= cfg.Pool.MaxClientConn {
-		s.fatal(conn, "53300", fmt.Sprintf("tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
+		s.fatal(conn, pgerr.Fatalf(pgerrcode.TooManyConnections, "tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
 		return
 	}
 	params := map[string]string{}
@@ -250,7 +252,7 @@ func (s *Server) handle(c net.Conn) {
 	}
 	if enc := params["client_encoding"]; enc != "" {
 		if policy.IsClientOnlyEncoding(enc) {
-			s.fatal(conn, "22023", fmt.Sprintf("tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
+			s.fatal(conn, pgerr.Fatalf(pgerrcode.InvalidParameterValue, "tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
 			return
 		}
 		params["client_encoding"] = canonicalEncoding(enc)
@@ -262,13 +264,13 @@ func (s *Server) handle(c net.Conn) {
 	snap := s.router.Snapshot()
 	id, rerr := snap.Identify(user, database)
 	if rerr != nil {
-		s.fatal(conn, rerr.Code, rerr.Message)
+		s.fatal(conn, rerr)
 		return
 	}
 	log = log.With(zap.String("user", user), zap.String("tenant", id.Tenant))
 	if s.failures.blocked(addr) {
 		time.Sleep(cfg.Auth.FailureDelay.Duration)
-		s.fatal(conn, "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		s.fatal(conn, pgerr.Fatalf(pgerrcode.InvalidPassword, "password authentication failed for user %q", user))
 		return
 	}
 	be := pgproto3.NewBackend(conn, conn)
@@ -307,7 +309,7 @@ func (s *Server) handle(c net.Conn) {
 	t, aerr := snap.Authorize(id)
 	if aerr != nil {
 		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "tenant_refused"), zap.String("sqlstate", aerr.Code), zap.String("reason", aerr.Message))
-		s.fatal(conn, aerr.Code, aerr.Message)
+		s.fatal(conn, aerr)
 		return
 	}
 	s.failures.succeed(addr)
@@ -323,7 +325,7 @@ func (s *Server) handle(c net.Conn) {
 	fd, err := s.handOff(conn, isTLS)
 	if err != nil {
 		log.Error("cannot hand the client to the relay", zap.Error(err))
-		s.fatal(conn, "XX000", "tenantproxy: internal error")
+		s.fatal(conn, pgerr.Fatal(pgerrcode.InternalError, "tenantproxy: internal error"))
 		return
 	}
 	handedOff = true
@@ -382,10 +384,10 @@ func (s *Server) bridge(tlsConn, plain net.Conn) {
 }
 
 func (s *Server) startupFailed(conn net.Conn, log *zap.Logger, err error) {
-	var pe *protoError
+	var pe *pgerr.Error
 	if errors.As(err, &pe) {
-		log.Info("startup refused", zap.String("sqlstate", pe.code), zap.String("reason", pe.msg))
-		s.fatal(conn, pe.code, pe.msg)
+		log.Info("startup refused", zap.String("sqlstate", pe.Code), zap.String("reason", pe.Message))
+		s.fatal(conn, pe)
 		return
 	}
 	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -393,9 +395,8 @@ func (s *Server) startupFailed(conn net.Conn, log *zap.Logger, err error) {
 	}
 }
 
-// fatal sends a FATAL ErrorResponse during the startup phase.
-func (s *Server) fatal(conn net.Conn, code, msg string) {
-	e := &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg}
+// fatal sends e, a FATAL error, as an ErrorResponse during the startup phase.
+func (s *Server) fatal(conn net.Conn, e *pgerr.Error) {
 	b, err := e.Encode(nil)
 	if err == nil {
 		conn.Write(b)
