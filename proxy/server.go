@@ -313,15 +313,12 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	s.failures.succeed(addr)
-	profile := config.ProfileApp
-	if u := snap.User(id.User); u != nil && u.Profile != "" {
-		profile = u.Profile
-	}
+	profile := snap.User(id.User).Profile // Authorize found the user; config gave it a profile
 	if _, err := conn.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 0}); err != nil {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	info := session.ClientInfo{User: user, Tenant: t.Name, Profile: profile, Addr: addr, TLS: isTLS, Params: params, Opened: time.Now()}
+	info := session.ClientInfo{User: user, Tenant: t.Name, Profile: string(profile), Addr: addr, TLS: isTLS, Params: params, Opened: time.Now()}
 	fd, err := s.handOff(conn, isTLS)
 	if err != nil {
 		log.Error("cannot hand the client to the relay", zap.Error(err))

@@ -68,7 +68,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	}
 	guard := policy.NewGuard(policy.GuardConfig{TenantSetting: cfg.Tenancy.Setting})
 	engine, err := session.NewGroup(session.Config{
-		Mode: cfg.Pool.Mode, PoolSize: cfg.Backend.PoolSize, TenantMaxBackends: cfg.Pool.TenantMaxBackends,
+		Mode: string(cfg.Pool.Mode), PoolSize: cfg.Backend.PoolSize, TenantMaxBackends: cfg.Pool.TenantMaxBackends,
 		MaxClients: cfg.Pool.MaxClientConn, WaitTimeout: cfg.Pool.WaitTimeout.Duration,
 		IdleTimeout: cfg.Backend.IdleTimeout.Duration, MaxLifetime: cfg.Backend.MaxLifetime.Duration,
 		QueryTimeout: cfg.Backend.QueryTimeout.Duration, MaxMessageSize: cfg.Listen.MaxMessageSize,
@@ -131,7 +131,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		}
 		go p.metrics.Serve(mln)
 	}
-	log.Info("tenantproxy listening", zap.String("addr", ln.Addr().String()), zap.String("mode", cfg.Pool.Mode),
+	log.Info("tenantproxy listening", zap.String("addr", ln.Addr().String()), zap.String("mode", string(cfg.Pool.Mode)),
 		zap.Int("pool_size", cfg.Backend.PoolSize), zap.String("backend", fmt.Sprintf("%s:%d/%s as %s", cfg.Backend.Host, cfg.Backend.Port, cfg.Backend.Database, cfg.Backend.User)),
 		zap.String("version", version))
 	return p, nil
