@@ -25,19 +25,12 @@ import (
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/netfd"
 	"github.com/tenantproxy/tenantproxy/internal/pgerr"
+	"github.com/tenantproxy/tenantproxy/internal/pgparam"
 	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/proxy/auth"
 	"github.com/tenantproxy/tenantproxy/routing"
 	"github.com/tenantproxy/tenantproxy/session"
 )
-
-// trackedParams are the startup parameters passed on to the relay (lower-cased names). Every other
-// parameter — options, role, search_path, replication and the rest — is dropped: it never reaches a
-// backend.
-var trackedParams = map[string]bool{
-	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
-	"intervalstyle": true, "extra_float_digits": true,
-}
 
 // Engine is the part of the relay the front door uses.
 type Engine interface {
@@ -242,7 +235,7 @@ func (s *Server) handle(c net.Conn) {
 	var dropped []string
 	for _, name := range pkt.order {
 		lname := strings.ToLower(name)
-		if !trackedParams[lname] {
+		if !pgparam.IsTrackedStartup(lname) { // every other parameter is dropped: it never reaches a backend
 			if name != "user" && name != "database" {
 				dropped = append(dropped, name)
 			}
@@ -255,7 +248,7 @@ func (s *Server) handle(c net.Conn) {
 			s.fatal(conn, pgerr.Fatalf(pgerrcode.InvalidParameterValue, "tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
 			return
 		}
-		params["client_encoding"] = canonicalEncoding(enc)
+		params["client_encoding"] = pgparam.CanonicalEncoding(enc)
 	}
 	if len(dropped) > 0 {
 		log.Debug("startup parameters dropped", zap.Strings("params", dropped))
@@ -408,24 +401,4 @@ func (s *Server) Wait(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 	}
-}
-
-// canonicalEncoding spells an encoding name as the server reports it for the common names (asyncpg, for
-// one, sends 'utf-8'); others are passed on as given and the server judges them.
-func canonicalEncoding(name string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(name) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		}
-	}
-	switch b.String() {
-	case "utf8", "unicode":
-		return "UTF8"
-	case "sqlascii":
-		return "SQL_ASCII"
-	case "latin1", "iso88591":
-		return "LATIN1"
-	}
-	return name
 }
