@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/tenantproxy/tenantproxy/internal/lru"
 	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
@@ -193,8 +194,8 @@ const keyCacheSize = 1024
 
 var keyCache = struct {
 	sync.Mutex
-	m map[[sha256.Size]byte]scramKeys
-}{m: make(map[[sha256.Size]byte]scramKeys)}
+	c *lru.Cache[[sha256.Size]byte, scramKeys]
+}{c: lru.New[[sha256.Size]byte, scramKeys](keyCacheSize)}
 
 func keyCacheIndex(password string, salt []byte, iter int) [sha256.Size]byte {
 	m := hmac.New(sha256.New, processKey)
@@ -215,20 +216,14 @@ func lookupKeys(password string, salt []byte, iter int) (scramKeys, bool) {
 	idx := keyCacheIndex(password, salt, iter)
 	keyCache.Lock()
 	defer keyCache.Unlock()
-	k, ok := keyCache.m[idx]
-	return k, ok
+	return keyCache.c.Get(idx)
 }
 
-// storeKeys caches the keys of (password, salt, iter), evicting an arbitrary entry when the cache is full.
+// storeKeys caches the keys of (password, salt, iter), evicting the least recently used entry when the
+// cache is full.
 func storeKeys(password string, salt []byte, iter int, k scramKeys) {
 	idx := keyCacheIndex(password, salt, iter)
 	keyCache.Lock()
 	defer keyCache.Unlock()
-	if _, ok := keyCache.m[idx]; !ok && len(keyCache.m) >= keyCacheSize {
-		for old := range keyCache.m {
-			delete(keyCache.m, old)
-			break
-		}
-	}
-	keyCache.m[idx] = k
+	keyCache.c.Add(idx, k)
 }
