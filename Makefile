@@ -5,8 +5,11 @@
 GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 10s
+# RACE_PKGS run again under the race detector in `make test`: the unit-level packages, fast enough
+# under -race (the suites that drive many proxies and servers stay out of it).
+RACE_PKGS := ./config/... ./catalog/... ./policy/... ./proxy/... ./routing/... ./internal/... ./session/...
 
-.PHONY: demo test deps vet unit build bench fuzz referee
+.PHONY: demo test deps vet unit build bench fuzz referee race
 
 build:
 	$(GO) build -o bin/tenantproxy ./cmd/tenantproxy
@@ -23,7 +26,12 @@ vet:
 
 test: deps vet
 	$(GO) test -count=1 -timeout 40m $(PKGS)
+	$(MAKE) race
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# race runs the unit-level packages under the race detector.
+race:
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 
 # fuzz runs every fuzz target briefly (FUZZTIME each); `make fuzz FUZZTIME=10m` for a long run.
 fuzz:

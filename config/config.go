@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,10 +17,13 @@ import (
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 )
 
+// PoolMode is [pool] mode: when a backend goes back to the pool (pgbouncer's pool_mode).
+type PoolMode string
+
 // Pool modes.
 const (
-	ModeTransaction = "transaction"
-	ModeSession     = "session"
+	ModeTransaction PoolMode = "transaction"
+	ModeSession     PoolMode = "session"
 )
 
 // Auth methods.
@@ -37,12 +41,35 @@ const (
 	TLSRequire = "require"
 )
 
+// Profile is a [[users]] profile: what the statement guard lets the user's sessions do.
+type Profile string
+
 // User profiles.
 const (
-	ProfileApp      = "app"
-	ProfileReadonly = "readonly"
-	ProfileOwner    = "owner"
+	ProfileApp      Profile = "app"
+	ProfileReadonly Profile = "readonly"
+	ProfileOwner    Profile = "owner"
 )
+
+// PoolModes are the valid [pool] modes.
+var PoolModes = []PoolMode{ModeTransaction, ModeSession}
+
+// Profiles are the valid [[users]] profiles.
+var Profiles = []Profile{ProfileApp, ProfileReadonly, ProfileOwner}
+
+// Valid reports whether m is one of PoolModes.
+func (m PoolMode) Valid() bool { return slices.Contains(PoolModes, m) }
+
+// Valid reports whether p is one of Profiles.
+func (p Profile) Valid() bool { return slices.Contains(Profiles, p) }
+
+func names[T ~string](vs []T) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	return out
+}
 
 // Tenant catalogs.
 const (
@@ -128,7 +155,7 @@ type Backend struct {
 
 // Pool is how client sessions share backends.
 type Pool struct {
-	Mode          string   `toml:"mode"`
+	Mode          PoolMode `toml:"mode"`
 	MaxClientConn int      `toml:"max_client_conn"`
 	WaitTimeout   Duration `toml:"wait_timeout"`
 	// MaxPreparedStatements is the per-backend limit of server-side prepared statements kept by the proxy.
@@ -203,7 +230,7 @@ type User struct {
 	Password string   `toml:"password"`
 	Tenants  []string `toml:"tenants"`
 	// Profile is "app" (default), "readonly" or "owner".
-	Profile string `toml:"profile"`
+	Profile Profile `toml:"profile"`
 }
 
 // Metrics is the Prometheus endpoint.
@@ -285,6 +312,17 @@ func Parse(text string) (*Config, error) {
 	return c, nil
 }
 
+// Defaults of the limits that the relay also needs when it is built without a Config (its unit tests):
+// package session must take these rather than write the numbers again.
+const (
+	DefaultMaxMessageSize              = 64 << 20 // [listen] max_message_size
+	DefaultMaxClientConn               = 10000    // [pool] max_client_conn
+	DefaultMaxPreparedStatements       = 500      // [pool] max_prepared_statements
+	DefaultMaxClientPreparedStatements = 10000    // [pool] max_client_prepared_statements
+	DefaultMaxClientPreparedBytes      = 32 << 20 // [pool] max_client_prepared_bytes
+)
+
+// applyDefaults fills in every key left out; it is the one place defaults are written.
 func (c *Config) applyDefaults() {
 	d := func(v *Duration, def time.Duration) {
 		if v.Duration == 0 {
@@ -304,7 +342,7 @@ func (c *Config) applyDefaults() {
 	s(&c.Listen.Addr, "127.0.0.1:6432")
 	s(&c.Listen.TLSMode, TLSAllow)
 	d(&c.Listen.StartupTimeout, 15*time.Second)
-	i(&c.Listen.MaxMessageSize, 64<<20)
+	i(&c.Listen.MaxMessageSize, DefaultMaxMessageSize)
 	s(&c.Backend.Host, "127.0.0.1")
 	i(&c.Backend.Port, 5432)
 	s(&c.Backend.Database, "postgres")
@@ -313,12 +351,14 @@ func (c *Config) applyDefaults() {
 	d(&c.Backend.ConnectTimeout, 5*time.Second)
 	d(&c.Backend.MaxLifetime, time.Hour)
 	d(&c.Backend.IdleTimeout, 10*time.Minute)
-	s(&c.Pool.Mode, ModeTransaction)
-	i(&c.Pool.MaxClientConn, 10000)
+	if c.Pool.Mode == "" {
+		c.Pool.Mode = ModeTransaction
+	}
+	i(&c.Pool.MaxClientConn, DefaultMaxClientConn)
 	d(&c.Pool.WaitTimeout, 10*time.Second)
-	i(&c.Pool.MaxPreparedStatements, 500)
-	i(&c.Pool.MaxClientPreparedStatements, 10000)
-	i(&c.Pool.MaxClientPreparedBytes, 32<<20)
+	i(&c.Pool.MaxPreparedStatements, DefaultMaxPreparedStatements)
+	i(&c.Pool.MaxClientPreparedStatements, DefaultMaxClientPreparedStatements)
+	i(&c.Pool.MaxClientPreparedBytes, DefaultMaxClientPreparedBytes)
 	d(&c.Pool.ShutdownTimeout, 30*time.Second)
 	s(&c.Auth.Method, AuthSCRAM)
 	d(&c.Auth.FailureDelay, 250*time.Millisecond)
@@ -346,7 +386,9 @@ func (c *Config) applyDefaults() {
 		s(&c.Tenants[k].Schema, c.Tenants[k].Name)
 	}
 	for k := range c.Users {
-		s(&c.Users[k].Profile, ProfileApp)
+		if c.Users[k].Profile == "" {
+			c.Users[k].Profile = ProfileApp
+		}
 	}
 	s(&c.Log.Level, "info")
 	s(&c.Log.Format, "json")
@@ -391,7 +433,7 @@ func (c *Config) Validate() error {
 	if c.Backend.PasswordEnv != "" && c.Backend.Password != "" {
 		bad("[backend] password_env", "set password or password_env, not both")
 	}
-	oneOf("[pool] mode", c.Pool.Mode, ModeTransaction, ModeSession)
+	oneOf("[pool] mode", string(c.Pool.Mode), names(PoolModes)...)
 	if c.Pool.MaxClientConn < 1 {
 		bad("[pool] max_client_conn", "must be at least 1, got %d", c.Pool.MaxClientConn)
 	}
@@ -474,7 +516,7 @@ func (c *Config) Validate() error {
 			bad(key+" name", "user %q is listed twice", u.Name)
 		}
 		seenU[u.Name] = true
-		oneOf(fmt.Sprintf("[[users]] %s profile", u.Name), u.Profile, ProfileApp, ProfileReadonly, ProfileOwner)
+		oneOf(fmt.Sprintf("[[users]] %s profile", u.Name), string(u.Profile), names(Profiles)...)
 		if c.Auth.Method != AuthTrust && u.Password == "" {
 			bad(fmt.Sprintf("[[users]] %s password", u.Name), "is empty, and [auth] method is %q", c.Auth.Method)
 		}

@@ -86,7 +86,7 @@ func proxyURL(p *proxytest.Proxy, user, password, database, query string) string
 func TestTLSRequiredWithSCRAMAndChannelBinding(t *testing.T) {
 	certFile, keyFile := writeSelfSignedCert(t)
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, withTLS(certFile, keyFile, config.TLSRequire))
 			ctx := testContext(t, 30*time.Second)
 			alice := func(query string) string {

@@ -94,7 +94,7 @@ func TestRLSSharedTableThroughTheProxy(t *testing.T) {
 	f.Cluster.MustExec(t, proxytest.Database, `GRANT USAGE ON SEQUENCE shared.notes_id_seq TO tenant_acme, tenant_globex`)
 	for _, mode := range []string{"transaction", "session"} {
 		t.Run(mode, func(t *testing.T) {
-			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = mode; c.Backend.PoolSize = 1 })
+			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = config.PoolMode(mode); c.Backend.PoolSize = 1 })
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			acme, err := pgx.Connect(ctx, p.TenantURL("acme"))

@@ -24,7 +24,7 @@ func cancelAfter(ctx context.Context, conn *pgx.Conn, d time.Duration, sql strin
 // the client's running query with 57014 at once, and that the connection goes on as the same tenant.
 func TestCancelStopsTheSleepingQueryInBothPoolModes(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, nil)
 			ctx := testContext(t, 30*time.Second)
 			for _, em := range execModes {
@@ -105,7 +105,7 @@ func TestCancelReachesOnlyItsClientOnASharedBackend(t *testing.T) {
 // tenant's query runs on the backend that client last used: the query completes.
 func TestCancelOfAnIdleClientDoesNothing(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			// In session pooling each client holds its own backend, so A's key must not reach B's either.
 			size := 1
 			if pm == config.ModeSession {

@@ -19,7 +19,7 @@ import (
 )
 
 // poolModes are the pool modes the end-to-end tests run in, each through a proxy of its own.
-var poolModes = []string{config.ModeTransaction, config.ModeSession}
+var poolModes = []config.PoolMode{config.ModeTransaction, config.ModeSession}
 
 // execModes are every way pgx can send a query.
 var execModes = []struct {
@@ -35,7 +35,7 @@ var execModes = []struct {
 
 // startProxy starts a proxy over the shared fixture in pool mode, with the base configuration changed
 // by configure (may be nil).
-func startProxy(t *testing.T, mode string, configure func(*config.Config)) *proxytest.Proxy {
+func startProxy(t *testing.T, mode config.PoolMode, configure func(*config.Config)) *proxytest.Proxy {
 	t.Helper()
 	return fx.Start(t, func(c *config.Config) {
 		c.Pool.Mode = mode

@@ -14,7 +14,7 @@ import (
 // proxy with lib/pq under database/sql.
 func TestLibPQInBothPoolModes(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, nil)
 			ctx := testContext(t, 60*time.Second)
 			mark := marker(t)

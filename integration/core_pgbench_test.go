@@ -38,7 +38,7 @@ var (
 func TestPgbenchBothTenantsEveryProtocol(t *testing.T) {
 	clients := map[string]int{"acme": 4, "globex": 2}
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, func(c *config.Config) {
 				// Session pooling holds a backend per client for the client's whole life.
 				c.Backend.PoolSize = 2

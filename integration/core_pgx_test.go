@@ -18,7 +18,7 @@ import (
 // the same pool checks that it sees none of it.
 func TestPgxEveryExecModeInBothPoolModes(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, func(c *config.Config) { c.Backend.PoolSize = 2 })
 			for _, em := range execModes {
 				t.Run(em.name, func(t *testing.T) {

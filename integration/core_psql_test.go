@@ -39,7 +39,7 @@ func cleanPGEnv() []string {
 // transaction, errors in and out of a transaction, \copy both ways; everything psql shows is acme's.
 func TestPsqlScriptInBothPoolModes(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, nil)
 			mark := marker(t)
 			dir := t.TempDir()

@@ -20,7 +20,7 @@ func TestStartupOptionsNeverApplied(t *testing.T) {
 		"application_name":   "startup-test",
 	}
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, nil)
 			ctx := testContext(t, 30*time.Second)
 			for _, em := range []struct {

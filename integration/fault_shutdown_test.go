@@ -44,7 +44,7 @@ func TestShutdownDrainsOpenTransactions(t *testing.T) {
 			commit  bool
 			timeout time.Duration
 		}{{"CommitBeforeTimeout", true, 5 * time.Second}, {"TimeoutPasses", false, 1500 * time.Millisecond}} {
-			t.Run(pm+"/"+c.name, func(t *testing.T) {
+			t.Run(string(pm)+"/"+c.name, func(t *testing.T) {
 				p, shutdown := startOwnedProxy(t, func(cfg *config.Config) {
 					cfg.Pool.Mode = pm
 					cfg.Backend.PoolSize = 2

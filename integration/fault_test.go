@@ -134,7 +134,7 @@ func waitActive(t *testing.T, ctx context.Context, su *pgx.Conn, text string) in
 // client of another tenant in a transaction on another backend carries on untouched.
 func TestBackendKilledMidQueryErrorsOnlyItsClient(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, func(c *config.Config) { c.Backend.PoolSize = 2 })
 			ctx := testContext(t, 30*time.Second)
 			su := superuser(t, ctx)
@@ -226,7 +226,7 @@ func TestServerRestartUnderLoad(t *testing.T) {
 			c.Pool.WaitTimeout.Duration = 2 * time.Second
 		})
 		for _, tenant := range f.Tenants {
-			loopers = append(loopers, &looper{name: pm + "/" + tenant, url: p.TenantURL(tenant)})
+			loopers = append(loopers, &looper{name: string(pm) + "/" + tenant, url: p.TenantURL(tenant)})
 		}
 	}
 	stop := make(chan struct{})
@@ -358,7 +358,7 @@ func TestServerRestartUnderLoad(t *testing.T) {
 // transaction, idle or in the middle of a query: another client can update the row within a few seconds.
 func TestClientDroppedMidTransactionLeavesNoLock(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, func(c *config.Config) { c.Backend.PoolSize = 2 })
 			ctx := testContext(t, 60*time.Second)
 			su := superuser(t, ctx)
@@ -422,7 +422,7 @@ func TestClientDroppedMidTransactionLeavesNoLock(t *testing.T) {
 // gets 53300 naming wait_timeout after about a second.
 func TestPoolExhaustedWaitTimeout(t *testing.T) {
 	for _, pm := range poolModes {
-		t.Run(pm, func(t *testing.T) {
+		t.Run(string(pm), func(t *testing.T) {
 			p := startProxy(t, pm, func(c *config.Config) {
 				c.Backend.PoolSize = 1
 				c.Pool.WaitTimeout.Duration = time.Second

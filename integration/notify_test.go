@@ -17,7 +17,7 @@ func TestNotificationsStayWithinTheTenant(t *testing.T) {
 	f := proxytest.NewFixture(t)
 	for _, mode := range []string{"transaction", "session"} {
 		t.Run(mode, func(t *testing.T) {
-			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = mode; c.Backend.PoolSize = 3 })
+			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = config.PoolMode(mode); c.Backend.PoolSize = 3 })
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			connect := func(tenant string) *pgx.Conn {
@@ -65,7 +65,7 @@ func TestOwnNotificationCarriesTheClientsPid(t *testing.T) {
 	f := proxytest.NewFixture(t)
 	for _, mode := range []string{"transaction", "session"} {
 		t.Run(mode, func(t *testing.T) {
-			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = mode; c.Backend.PoolSize = 3 })
+			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = config.PoolMode(mode); c.Backend.PoolSize = 3 })
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			connect := func() *pgx.Conn {

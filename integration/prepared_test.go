@@ -203,7 +203,7 @@ func TestStatementOfAChangedResultTypeIsPreparedAfresh(t *testing.T) {
 	f := proxytest.NewFixture(t)
 	for _, mode := range []string{"transaction", "session"} {
 		t.Run(mode, func(t *testing.T) {
-			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = mode; c.Backend.PoolSize = 2 })
+			p := f.Start(t, func(c *config.Config) { c.Pool.Mode = config.PoolMode(mode); c.Backend.PoolSize = 2 })
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			admin, err := f.Cluster.Connect(ctx, proxytest.Database)

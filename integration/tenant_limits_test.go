@@ -22,7 +22,7 @@ func TestTenantLimitsThroughTheProxy(t *testing.T) {
 	for _, mode := range []string{"transaction", "session"} {
 		t.Run(mode, func(t *testing.T) {
 			p := f.Start(t, func(c *config.Config) {
-				c.Pool.Mode = mode
+				c.Pool.Mode = config.PoolMode(mode)
 				c.Backend.PoolSize = 3
 				for i := range c.Tenants {
 					if c.Tenants[i].Name == "acme" {

@@ -10,6 +10,8 @@ import (
 	"testing/iotest"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // startupCase is a startup-phase packet (length included) and the decoder's verdict on it: "" accepted,
@@ -138,8 +140,8 @@ func FuzzReadStartup(f *testing.F) {
 			n = int(binary.BigEndian.Uint32(data))
 		}
 		if len(data) >= 4 && (n < 8 || n > maxStartupBytes) {
-			var pe *protoError
-			if !errors.As(err, &pe) || pe.code != "08P01" {
+			var pe *pgerr.Error
+			if !errors.As(err, &pe) || pe.Code != "08P01" {
 				t.Fatalf("length %d: want a 08P01 refusal, got %v", n, err)
 			}
 			if consumed != 4 {
@@ -174,14 +176,14 @@ func FuzzReadStartup(f *testing.F) {
 // checkRefusal asserts that a refused startup packet carries a protocol SQLSTATE.
 func checkRefusal(t *testing.T, err error) {
 	t.Helper()
-	var pe *protoError
+	var pe *pgerr.Error
 	if !errors.As(err, &pe) {
-		t.Fatalf("refusal is not a protoError: %T %v", err, err)
+		t.Fatalf("refusal is not a *pgerr.Error: %T %v", err, err)
 	}
-	if pe.code != "08P01" && pe.code != "0A000" {
-		t.Fatalf("refusal SQLSTATE %s (%s), want 08P01 or 0A000", pe.code, pe.msg)
+	if pe.Code != "08P01" && pe.Code != "0A000" {
+		t.Fatalf("refusal SQLSTATE %s (%s), want 08P01 or 0A000", pe.Code, pe.Message)
 	}
-	if pe.msg == "" {
+	if pe.Message == "" {
 		t.Fatal("refusal without a message")
 	}
 }
@@ -244,11 +246,11 @@ func TestReadStartupVerdicts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := readStartup(bytes.NewReader(tt.data))
 			var got string
-			var pe *protoError
+			var pe *pgerr.Error
 			switch {
 			case err == nil:
 			case errors.As(err, &pe):
-				got = pe.code
+				got = pe.Code
 			case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 				got = "EOF"
 			default:

@@ -25,19 +25,13 @@ import (
 	"github.com/tenantproxy/tenantproxy/audit"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/netfd"
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
+	"github.com/tenantproxy/tenantproxy/internal/pgparam"
 	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/proxy/auth"
 	"github.com/tenantproxy/tenantproxy/routing"
 	"github.com/tenantproxy/tenantproxy/session"
 )
-
-// trackedParams are the startup parameters passed on to the relay (lower-cased names). Every other
-// parameter — options, role, search_path, replication and the rest — is dropped: it never reaches a
-// backend.
-var trackedParams = map[string]bool{
-	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
-	"intervalstyle": true, "extra_float_digits": true,
-}
 
 // Engine is the part of the relay the front door uses.
 type Engine interface {
@@ -222,7 +216,7 @@ func (s *Server) handle(c net.Conn) {
 		switch p.code {
 		case codeSSLRequest:
 			if isTLS {
-				s.fatal(conn, "08P01", "SSLRequest received on an encrypted connection")
+				s.fatal(conn, pgerr.Fatal(pgerrcode.ProtocolViolation, "SSLRequest received on an encrypted connection"))
 				return
 			}
 			if s.tls == nil || cfg.Listen.TLSMode == config.TLSDisable {
@@ -259,7 +253,7 @@ func (s *Server) handle(c net.Conn) {
 		break
 	}
 	if cfg.Listen.TLSMode == config.TLSRequire && !isTLS {
-		s.fatal(conn, "28000", "tenantproxy: this proxy requires TLS ([listen] tls_mode = \"require\"); connect with sslmode=require")
+		s.fatal(conn, pgerr.Fatal(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: this proxy requires TLS ([listen] tls_mode = \"require\"); connect with sslmode=require"))
 		return
 	}
 	if pkt.code != codeProtocol3 || len(pkt.unknownPQ) > 0 {
@@ -269,7 +263,7 @@ func (s *Server) handle(c net.Conn) {
 	}
 	user := pkt.params["user"]
 	if user == "" {
-		s.fatal(conn, "28000", "no PostgreSQL user name specified in startup packet")
+		s.fatal(conn, pgerr.Fatal(pgerrcode.InvalidAuthorizationSpecification, "no PostgreSQL user name specified in startup packet"))
 		return
 	}
 	database := pkt.params["database"]
@@ -282,14 +276,14 @@ func (s *Server) handle(c net.Conn) {
 	}
 	// The admin console is not a relay client: an operator gets in when the proxy is full.
 	if n := s.engine.Clients(); n >= cfg.Pool.MaxClientConn && console == nil {
-		s.fatal(conn, "53300", fmt.Sprintf("tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
+		s.fatal(conn, pgerr.Fatalf(pgerrcode.TooManyConnections, "tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
 		return
 	}
 	params := map[string]string{}
 	var dropped []string
 	for _, name := range pkt.order {
 		lname := strings.ToLower(name)
-		if !trackedParams[lname] {
+		if !pgparam.IsTrackedStartup(lname) { // every other parameter is dropped: it never reaches a backend
 			if name != "user" && name != "database" {
 				dropped = append(dropped, name)
 			}
@@ -299,10 +293,10 @@ func (s *Server) handle(c net.Conn) {
 	}
 	if enc := params["client_encoding"]; enc != "" {
 		if policy.IsClientOnlyEncoding(enc) {
-			s.fatal(conn, "22023", fmt.Sprintf("tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
+			s.fatal(conn, pgerr.Fatalf(pgerrcode.InvalidParameterValue, "tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
 			return
 		}
-		params["client_encoding"] = canonicalEncoding(enc)
+		params["client_encoding"] = pgparam.CanonicalEncoding(enc)
 	}
 	if len(dropped) > 0 {
 		log.Debug("startup parameters dropped", zap.Strings("params", dropped))
@@ -310,20 +304,20 @@ func (s *Server) handle(c net.Conn) {
 
 	snap := s.router.Snapshot()
 	var id routing.Identity
-	var rerr *routing.Error
+	var rerr *pgerr.Error
 	if console != nil {
 		id = routing.Identity{User: user, Tenant: database, Via: "console"}
 	} else {
 		id, rerr = snap.Identify(user, database)
 	}
 	if rerr != nil {
-		s.fatal(conn, rerr.Code, rerr.Message)
+		s.fatal(conn, rerr)
 		return
 	}
 	log = log.With(zap.String("user", user), zap.String("tenant", id.Tenant))
 	if s.failures.blocked(addr) {
 		time.Sleep(cfg.Auth.FailureDelay.Duration)
-		s.fatal(conn, "28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		s.fatal(conn, pgerr.Fatalf(pgerrcode.InvalidPassword, "password authentication failed for user %q", user))
 		return
 	}
 	be := pgproto3.NewBackend(conn, conn)
@@ -368,23 +362,20 @@ func (s *Server) handle(c net.Conn) {
 	if aerr != nil {
 		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "tenant_refused"), zap.String("sqlstate", aerr.Code), zap.String("reason", aerr.Message))
 		s.authFailed(id.User, addr, id.Tenant, aerr.Code, aerr.Message)
-		s.fatal(conn, aerr.Code, aerr.Message)
+		s.fatal(conn, aerr)
 		return
 	}
 	s.failures.succeed(addr)
-	profile := config.ProfileApp
-	if u := snap.User(id.User); u != nil && u.Profile != "" {
-		profile = u.Profile
-	}
+	profile := snap.User(id.User).Profile // Authorize found the user; config gave it a profile
 	if _, err := conn.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 0}); err != nil {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	info := session.ClientInfo{User: user, Tenant: t.Name, Profile: profile, Addr: addr, TLS: isTLS, Params: params, Opened: time.Now()}
+	info := session.ClientInfo{User: user, Tenant: t.Name, Profile: string(profile), Addr: addr, TLS: isTLS, Params: params, Opened: time.Now()}
 	fd, err := s.handOff(conn, isTLS)
 	if err != nil {
 		log.Error("cannot hand the client to the relay", zap.Error(err))
-		s.fatal(conn, "XX000", "tenantproxy: internal error")
+		s.fatal(conn, pgerr.Fatal(pgerrcode.InternalError, "tenantproxy: internal error"))
 		return
 	}
 	handedOff = true
@@ -404,7 +395,7 @@ func (s *Server) serveConsole(raw, conn net.Conn, c Console, user, addr string, 
 	if !c.Permits(user) {
 		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "console_refused"))
 		s.authFailed(user, addr, "", pgerrcode.InvalidAuthorizationSpecification, "not an admin console user")
-		s.fatal(conn, pgerrcode.InvalidAuthorizationSpecification, fmt.Sprintf("tenantproxy: user %q is not allowed to open the admin console", user))
+		s.fatal(conn, pgerr.Fatalf(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: user %q is not allowed to open the admin console", user))
 		return
 	}
 	s.failures.succeed(addr)
@@ -462,10 +453,10 @@ func (s *Server) bridge(tlsConn, plain net.Conn) {
 }
 
 func (s *Server) startupFailed(conn net.Conn, log *zap.Logger, err error) {
-	var pe *protoError
+	var pe *pgerr.Error
 	if errors.As(err, &pe) {
-		log.Info("startup refused", zap.String("sqlstate", pe.code), zap.String("reason", pe.msg))
-		s.fatal(conn, pe.code, pe.msg)
+		log.Info("startup refused", zap.String("sqlstate", pe.Code), zap.String("reason", pe.Message))
+		s.fatal(conn, pe)
 		return
 	}
 	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -473,9 +464,8 @@ func (s *Server) startupFailed(conn net.Conn, log *zap.Logger, err error) {
 	}
 }
 
-// fatal sends a FATAL ErrorResponse during the startup phase.
-func (s *Server) fatal(conn net.Conn, code, msg string) {
-	e := &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg}
+// fatal sends e, a FATAL error, as an ErrorResponse during the startup phase.
+func (s *Server) fatal(conn net.Conn, e *pgerr.Error) {
 	b, err := e.Encode(nil)
 	if err == nil {
 		conn.Write(b)
@@ -490,24 +480,4 @@ func (s *Server) Wait(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 	}
-}
-
-// canonicalEncoding spells an encoding name as the server reports it for the common names (asyncpg, for
-// one, sends 'utf-8'); others are passed on as given and the server judges them.
-func canonicalEncoding(name string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(name) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		}
-	}
-	switch b.String() {
-	case "utf8", "unicode":
-		return "UTF8"
-	case "sqlascii":
-		return "SQL_ASCII"
-	case "latin1", "iso88591":
-		return "LATIN1"
-	}
-	return name
 }

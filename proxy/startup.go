@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"encoding/binary"
-	"fmt"
 	"io"
 	"strings"
+
+	"github.com/jackc/pgerrcode"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // Startup-phase request codes.
@@ -35,7 +38,7 @@ func readStartup(r io.Reader) (*startupPacket, error) {
 	}
 	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n < 8 || n > maxStartupBytes {
-		return nil, &protoError{code: "08P01", msg: fmt.Sprintf("invalid startup packet length %d", n)}
+		return nil, pgerr.Fatalf(pgerrcode.ProtocolViolation, "invalid startup packet length %d", n)
 	}
 	body := make([]byte, n-4)
 	if _, err := io.ReadFull(r, body); err != nil {
@@ -47,45 +50,45 @@ func readStartup(r io.Reader) (*startupPacket, error) {
 // parseStartup decodes a startup-phase message body (after the length).
 func parseStartup(body []byte) (*startupPacket, error) {
 	if len(body) < 4 {
-		return nil, &protoError{code: "08P01", msg: "invalid startup packet"}
+		return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid startup packet")
 	}
 	p := &startupPacket{code: binary.BigEndian.Uint32(body)}
 	rest := body[4:]
 	switch p.code {
 	case codeSSLRequest, codeGSSENC:
 		if len(rest) != 0 {
-			return nil, &protoError{code: "08P01", msg: "invalid SSL or GSS encryption request"}
+			return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid SSL or GSS encryption request")
 		}
 		return p, nil
 	case codeCancel:
 		if len(rest) < 8 || len(rest) > 4+256 {
-			return nil, &protoError{code: "08P01", msg: "invalid cancel request"}
+			return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid cancel request")
 		}
 		p.cancelPID = binary.BigEndian.Uint32(rest)
 		p.cancelKey = append([]byte(nil), rest[4:]...)
 		return p, nil
 	}
 	if p.code>>16 != 3 {
-		return nil, &protoError{code: "0A000", msg: fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", p.code>>16, p.code&0xffff)}
+		return nil, pgerr.Fatalf(pgerrcode.FeatureNotSupported, "unsupported frontend protocol %d.%d: server supports 3.0", p.code>>16, p.code&0xffff)
 	}
 	p.params = map[string]string{}
 	for {
 		if len(rest) == 0 {
-			return nil, &protoError{code: "08P01", msg: "invalid startup packet layout: expected terminator as last byte"}
+			return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid startup packet layout: expected terminator as last byte")
 		}
 		if rest[0] == 0 {
 			if len(rest) != 1 {
-				return nil, &protoError{code: "08P01", msg: "invalid startup packet layout: expected terminator as last byte"}
+				return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid startup packet layout: expected terminator as last byte")
 			}
 			break
 		}
 		name, after, ok := cut0(rest)
 		if !ok {
-			return nil, &protoError{code: "08P01", msg: "invalid startup packet layout: unterminated parameter name"}
+			return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid startup packet layout: unterminated parameter name")
 		}
 		value, after2, ok := cut0(after)
 		if !ok {
-			return nil, &protoError{code: "08P01", msg: fmt.Sprintf("invalid startup packet layout: missing value for parameter %q", name)}
+			return nil, pgerr.Fatalf(pgerrcode.ProtocolViolation, "invalid startup packet layout: missing value for parameter %q", name)
 		}
 		rest = after2
 		if strings.HasPrefix(name, "_pq_.") {
@@ -108,13 +111,6 @@ func cut0(b []byte) (string, []byte, bool) {
 	}
 	return "", nil, false
 }
-
-// protoError is a startup-phase failure with the SQLSTATE the client gets.
-type protoError struct {
-	code, msg string
-}
-
-func (e *protoError) Error() string { return e.msg }
 
 // negotiateProtocolVersion builds the NegotiateProtocolVersion message: the newest minor version the
 // proxy speaks (3.0) and the protocol options it did not recognise.

@@ -1,23 +1,16 @@
-// Package routing decides who a connection is: which configured user, which tenant, whether the user is
-// bound to that tenant, and how backend connections to the shared server are opened. There is never a
-// default tenant.
+// Package routing decides who a connection is: which configured user, which tenant, and whether the user
+// is bound to that tenant. There is never a default tenant. (Backend connections are session/dial's.)
 package routing
 
 import (
-	"fmt"
 	"strings"
 	"sync/atomic"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/tenantproxy/tenantproxy/config"
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
-
-// Error is a refusal with the SQLSTATE the client gets.
-type Error struct {
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Message }
 
 // Identity is what a startup packet claims: the user to authenticate and the tenant to serve.
 type Identity struct {
@@ -65,7 +58,7 @@ func (r *Router) Snapshot() *Snapshot { return r.snap.Load() }
 
 // Identify reads the user and tenant a startup packet claims, without telling whether either exists:
 // that is decided after authentication, so an unauthenticated client learns nothing.
-func (s *Snapshot) Identify(user, database string) (Identity, *Error) {
+func (s *Snapshot) Identify(user, database string) (Identity, *pgerr.Error) {
 	sep := s.cfg.Tenancy.UserSeparator
 	for _, how := range s.cfg.Tenancy.Resolve {
 		switch how {
@@ -76,7 +69,7 @@ func (s *Snapshot) Identify(user, database string) (Identity, *Error) {
 			}
 			tenant := user[i+len(sep):]
 			if database != "" && database != tenant && database != s.cfg.Backend.Database && database != user {
-				return Identity{}, &Error{Code: "28000", Message: fmt.Sprintf("tenantproxy: user %q may connect only to database %q or %q, not %q", user, tenant, s.cfg.Backend.Database, database)}
+				return Identity{}, pgerr.Fatalf(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: user %q may connect only to database %q or %q, not %q", user, tenant, s.cfg.Backend.Database, database)
 			}
 			return Identity{User: user[:i], Tenant: tenant, Via: "user"}, nil
 		case "database":
@@ -89,7 +82,7 @@ func (s *Snapshot) Identify(user, database string) (Identity, *Error) {
 			return Identity{User: user, Tenant: database, Via: "database"}, nil
 		}
 	}
-	return Identity{}, &Error{Code: "28000", Message: fmt.Sprintf("tenantproxy: cannot tell the tenant of user %q and database %q: connect as user%stenant or to the tenant's database", user, database, sep)}
+	return Identity{}, pgerr.Fatalf(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: cannot tell the tenant of user %q and database %q: connect as user%stenant or to the tenant's database", user, database, sep)
 }
 
 // User returns the configured user, or nil.
@@ -97,14 +90,14 @@ func (s *Snapshot) User(name string) *config.User { return s.users[name] }
 
 // Authorize checks, after authentication, that the tenant exists, is active, and that the user is bound
 // to it.
-func (s *Snapshot) Authorize(id Identity) (config.Tenant, *Error) {
+func (s *Snapshot) Authorize(id Identity) (config.Tenant, *pgerr.Error) {
 	u := s.users[id.User]
 	if u == nil {
-		return config.Tenant{}, &Error{Code: "28P01", Message: fmt.Sprintf("password authentication failed for user %q", id.User)}
+		return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidPassword, "password authentication failed for user %q", id.User)
 	}
 	t, ok := s.tenants[id.Tenant]
 	if !ok {
-		return config.Tenant{}, &Error{Code: "3D000", Message: fmt.Sprintf("tenantproxy: tenant %q does not exist", id.Tenant)}
+		return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidCatalogName, "tenantproxy: tenant %q does not exist", id.Tenant)
 	}
 	bound := false
 	for _, name := range u.Tenants {
@@ -114,10 +107,10 @@ func (s *Snapshot) Authorize(id Identity) (config.Tenant, *Error) {
 		}
 	}
 	if !bound {
-		return config.Tenant{}, &Error{Code: "28000", Message: fmt.Sprintf("tenantproxy: user %q is not allowed to connect to tenant %q", id.User, id.Tenant)}
+		return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: user %q is not allowed to connect to tenant %q", id.User, id.Tenant)
 	}
 	if t.Suspended {
-		return config.Tenant{}, &Error{Code: "57P03", Message: fmt.Sprintf("tenantproxy: tenant %q is suspended", id.Tenant)}
+		return config.Tenant{}, pgerr.Fatalf(pgerrcode.CannotConnectNow, "tenantproxy: tenant %q is suspended", id.Tenant)
 	}
 	return t, nil
 }

@@ -4,9 +4,10 @@ import (
 	"errors"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // The relay runs on one OS thread that owns every client and backend socket after startup: an epoll loop
@@ -18,9 +19,9 @@ import (
 // through post, which queues a function and wakes the loop through an eventfd.
 
 const (
-	evIn    = syscall.EPOLLIN
-	evOut   = syscall.EPOLLOUT
-	evErr   = syscall.EPOLLERR | syscall.EPOLLHUP | 0x2000 // EPOLLRDHUP
+	evIn    = unix.EPOLLIN
+	evOut   = unix.EPOLLOUT
+	evErr   = unix.EPOLLERR | unix.EPOLLHUP | unix.EPOLLRDHUP
 	evInErr = evIn | evErr
 )
 
@@ -32,7 +33,7 @@ type handler interface {
 // loop is the event loop. Fields are owned by the loop's thread unless noted.
 type loop struct {
 	epfd, wakefd int
-	events       []syscall.EpollEvent
+	events       []unix.EpollEvent
 	handlers     []handler // indexed by fd
 	rbuf         []byte    // shared read buffer; valid only within one handleEvent
 	bufs         bufPool   // write buffers of the sockets that have nothing to write
@@ -46,26 +47,26 @@ type loop struct {
 }
 
 func newLoop() (*loop, error) {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	r, _, e := syscall.Syscall(syscall.SYS_EVENTFD2, 0, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if e != 0 {
-		syscall.Close(epfd)
-		return nil, e
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
 	}
 	l := &loop{
-		epfd: epfd, wakefd: int(r),
-		events: make([]syscall.EpollEvent, 256),
+		epfd: epfd, wakefd: wakefd,
+		events: make([]unix.EpollEvent, 256),
 		rbuf:   make([]byte, 256<<10),
 		done:   make(chan struct{}),
 		now:    time.Now(),
 	}
-	ev := syscall.EpollEvent{Events: evIn, Fd: int32(l.wakefd)}
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wakefd, &ev); err != nil {
-		syscall.Close(epfd)
-		syscall.Close(l.wakefd)
+	ev := unix.EpollEvent{Events: evIn, Fd: int32(l.wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, l.wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(l.wakefd)
 		return nil, err
 	}
 	return l, nil
@@ -77,23 +78,23 @@ func (l *loop) add(fd int, h handler, events uint32) error {
 		l.handlers = append(l.handlers, make([]handler, len(l.handlers)+64)...)
 	}
 	l.handlers[fd] = h
-	ev := syscall.EpollEvent{Events: events, Fd: int32(fd)}
-	return syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
 // modify changes the events fd is watched for.
 func (l *loop) modify(fd int, events uint32) {
-	ev := syscall.EpollEvent{Events: events, Fd: int32(fd)}
-	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_MOD, fd, &ev)
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 }
 
 // remove unregisters and closes fd.
 func (l *loop) remove(fd int) {
-	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 	if fd < len(l.handlers) {
 		l.handlers[fd] = nil
 	}
-	syscall.Close(fd)
+	unix.Close(fd)
 }
 
 // post queues f to run on the loop's thread. It reports false when the loop has stopped.
@@ -108,7 +109,7 @@ func (l *loop) post(f func()) bool {
 	l.mu.Unlock()
 	if wake {
 		var one = [8]byte{1}
-		syscall.Write(l.wakefd, one[:])
+		unix.Write(l.wakefd, one[:])
 	}
 	return true
 }
@@ -119,7 +120,7 @@ func (l *loop) stop() {
 	l.stopped = true
 	l.mu.Unlock()
 	var one = [8]byte{1}
-	syscall.Write(l.wakefd, one[:])
+	unix.Write(l.wakefd, one[:])
 }
 
 // run is the loop itself; it returns when stop is called. tick runs about every tickEvery.
@@ -135,7 +136,7 @@ func (l *loop) run(tickEvery time.Duration) {
 			timeout = 0
 		}
 		n, err := epollWait(l.epfd, l.events, timeout)
-		if err != nil && !errors.Is(err, syscall.EINTR) {
+		if err != nil && !errors.Is(err, unix.EINTR) {
 			panic("BUG: epoll_wait: " + err.Error())
 		}
 		l.now = time.Now()
@@ -143,7 +144,7 @@ func (l *loop) run(tickEvery time.Duration) {
 			ev := &l.events[i]
 			fd := int(ev.Fd)
 			if fd == l.wakefd {
-				syscall.Read(l.wakefd, drained[:])
+				unix.Read(l.wakefd, drained[:])
 				continue
 			}
 			if fd < len(l.handlers) && l.handlers[fd] != nil {
@@ -155,8 +156,8 @@ func (l *loop) run(tickEvery time.Duration) {
 		l.tasks = nil
 		l.mu.Unlock()
 		if stopped {
-			syscall.Close(l.epfd)
-			syscall.Close(l.wakefd)
+			unix.Close(l.epfd)
+			unix.Close(l.wakefd)
 			return
 		}
 		for _, t := range tasks {
@@ -171,35 +172,30 @@ func (l *loop) run(tickEvery time.Duration) {
 	}
 }
 
-// epollWait waits for events. A zero timeout polls without entering the scheduler's blocking path.
-func epollWait(epfd int, events []syscall.EpollEvent, msec int) (int, error) {
-	var r uintptr
-	var e syscall.Errno
-	if msec == 0 {
-		r, _, e = syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	} else {
-		// Poll first: under load events are usually ready and this avoids the blocking-syscall hand-off.
-		r, _, e = syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-		if e == 0 && r == 0 {
-			r, _, e = syscall.Syscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(msec), 0, 0)
-		}
-	}
+// epollWait waits for events. It polls first with a raw epoll_pwait, which does not enter the
+// scheduler's blocking path: under load events are usually ready. Only when none are and msec > 0 does
+// it block in unix.EpollWait.
+func epollWait(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
-	return int(r), nil
+	if r > 0 || msec == 0 {
+		return int(r), nil
+	}
+	return unix.EpollWait(epfd, events, msec)
 }
 
 // rawRead reads from a non-blocking socket without the scheduler's system-call bookkeeping: it never
 // blocks. recvfrom rather than read goes straight to the socket layer, skipping the file layer's checks.
-func rawRead(fd int, p []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+func rawRead(fd int, p []byte) (int, unix.Errno) {
+	r, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 	return int(r), e
 }
 
 // rawWrite writes to a non-blocking socket; see rawRead. MSG_NOSIGNAL: a peer gone is an EPIPE, never a
 // SIGPIPE.
-func rawWrite(fd int, p []byte) (int, syscall.Errno) {
-	r, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL, 0, 0)
+func rawWrite(fd int, p []byte) (int, unix.Errno) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_NOSIGNAL, 0, 0)
 	return int(r), e
 }

@@ -1,7 +1,7 @@
 package session
 
 import (
-	"syscall"
+	"golang.org/x/sys/unix"
 )
 
 // highWater is how many unwritten bytes a socket may hold before the loop stops reading from its peer.
@@ -130,9 +130,9 @@ func (s *sock) write(b []byte) int {
 		case e == 0:
 			s.sent += int64(n)
 			return n
-		case e == syscall.EINTR:
+		case e == unix.EINTR:
 			continue
-		case e == syscall.EAGAIN:
+		case e == unix.EAGAIN:
 			return 0
 		default:
 			if s.err == nil {
@@ -152,9 +152,9 @@ func (s *sock) read(p []byte) (int, error) {
 			return 0, errEOF
 		case e == 0:
 			return n, nil
-		case e == syscall.EINTR:
+		case e == unix.EINTR:
 			continue
-		case e == syscall.EAGAIN:
+		case e == unix.EAGAIN:
 			return 0, nil
 		default:
 			return 0, e

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tenantproxy/tenantproxy/catalog"
 	"github.com/tenantproxy/tenantproxy/config"
 )
 
@@ -16,7 +17,7 @@ func watch(t *testing.T, e *testEnv) <-chan []config.Tenant {
 	ctx, cancel := context.WithCancel(context.Background())
 	lists := make(chan []config.Tenant, 100)
 	done := make(chan error, 1)
-	go func() { done <- WatchCatalog(ctx, e.cfg, func(ts []config.Tenant) { lists <- ts }) }()
+	go func() { done <- catalog.WatchCatalog(ctx, e.cfg, func(ts []config.Tenant) { lists <- ts }) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -105,7 +106,7 @@ func TestWatchCatalogFailsFastWithoutTheCatalog(t *testing.T) {
 	e.exec("CREATE ROLE " + q(e.pool()) + " LOGIN")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := WatchCatalog(ctx, e.cfg, func([]config.Tenant) { t.Error("onChange called without a catalog") })
+	err := catalog.WatchCatalog(ctx, e.cfg, func([]config.Tenant) { t.Error("onChange called without a catalog") })
 	if err == nil || !strings.Contains(err.Error(), "tenant catalog") {
 		t.Fatalf("WatchCatalog without init: %v", err)
 	}

@@ -17,30 +17,29 @@ package tenants
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tenantproxy/tenantproxy/catalog"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 )
 
 // CatalogSchema is the schema holding the tenant catalog and the applied migrations.
-const CatalogSchema = "tenantproxy"
+const CatalogSchema = catalog.Schema
 
 // SharedSchema is the schema of tables shared by all tenants: [migrations] shared_dir is applied to it
 // once, and `rls` commands resolve unqualified table names in it.
 const SharedSchema = "shared"
 
 // NotifyChannel is the LISTEN/NOTIFY channel on which tenant create, suspend, resume, drop and restore
-// announce a change of the catalog. The payload is "<op> <tenant>", for example "create acme"; after a
-// tenant's migration commits it is "migrate <tenant> <version> [<tenant-specific version>]" (see
-// docs/migrations.md).
-const NotifyChannel = "tenantproxy_catalog"
+// announce a change of the catalog (catalog.NotifyChannel). The payload is "<op> <tenant>", for example
+// "create acme"; after a tenant's migration commits it is "migrate <tenant> <version> [<tenant-specific
+// version>]" (see docs/migrations.md).
+const NotifyChannel = catalog.NotifyChannel
 
 // PolicyName is the row-level security policy that `rls enable` puts on a shared table.
 const PolicyName = "tenant_isolation"
@@ -78,31 +77,9 @@ func newTenantRef(cfg *config.Config, name, schema, status string) tenantRef {
 	return tenantRef{Name: name, Schema: schema, Role: cfg.TenantRole(name, schema), Status: status}
 }
 
-// connString builds a keyword/value connection string; every value is quoted. Like the proxy's own
-// backend connections it does not ask for TLS, unless PGSSLMODE says otherwise (sslmode=prefer would cost
-// a second connection, and a second server process, whenever the server refuses TLS).
+// connString is catalog.ConnString.
 func connString(cfg *config.Config, database, user, password, appName string) string {
-	kv := [][2]string{
-		{"host", cfg.Backend.Host},
-		{"port", fmt.Sprint(cfg.Backend.Port)},
-		{"dbname", database},
-		{"user", user},
-		{"application_name", appName},
-	}
-	if password != "" {
-		kv = append(kv, [2]string{"password", password})
-	}
-	if os.Getenv("PGSSLMODE") == "" {
-		kv = append(kv, [2]string{"sslmode", "disable"})
-	}
-	var b strings.Builder
-	for _, p := range kv {
-		b.WriteString(p[0])
-		b.WriteString("='")
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(p[1]))
-		b.WriteString("' ")
-	}
-	return b.String()
+	return catalog.ConnString(cfg, database, user, password, appName)
 }
 
 // connectAdmin opens a connection to database (the [admin] database when empty) as the admin role.
@@ -140,17 +117,8 @@ func execScript(ctx context.Context, q querier, stmts []string) error {
 	return err
 }
 
-// catalogError turns "relation tenantproxy.x does not exist" into advice to run init.
-func catalogError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "3F000") && strings.Contains(pe.Message, CatalogSchema) {
-		return fmt.Errorf("the tenant catalog is missing (%s); run `tenantproxy init` first", pe.Message)
-	}
-	return err
-}
+// catalogError turns "relation tenantproxy.x does not exist" into advice to run init (catalog.Error).
+func catalogError(err error) error { return catalog.Error(err) }
 
 // q is shorthand for pgident.Quote.
 func q(name string) string { return pgident.Quote(name) }

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/tenantproxy/tenantproxy/config"
-	"github.com/tenantproxy/tenantproxy/integration/pgtest"
+	"github.com/tenantproxy/tenantproxy/internal/pgcluster"
 	"github.com/tenantproxy/tenantproxy/tenants"
 )
 
@@ -23,7 +23,7 @@ const password = "secret"
 // created by tenant create from the proxytest migrations (an employees table whose tenant column
 // defaults to the injected tenant setting), and one app user per tenant.
 type fixture struct {
-	cluster *pgtest.Cluster
+	cluster *pgcluster.Cluster
 	cfg     *config.Config
 	tenants []string
 }
@@ -34,7 +34,7 @@ func userName(i int) string   { return fmt.Sprintf("u%03d", i+1) }
 
 // startFixture starts and provisions the cluster; the caller stops f.cluster.
 func startFixture(ctx context.Context, n int, mode string, pool int) (*fixture, error) {
-	c, err := pgtest.Start(pgtest.Options{})
+	c, err := pgcluster.Start(pgcluster.Options{})
 	if err != nil {
 		return nil, err
 	}

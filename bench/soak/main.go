@@ -46,7 +46,7 @@ func parseFlags() options {
 	flag.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the clients work")
 	flag.DurationVar(&o.killEvery, "kill-every", 30*time.Second, "terminate a random pool backend (pg_terminate_backend) this often; 0 never")
 	flag.DurationVar(&o.restartAt, "restart-at", 0, "stop the server (fast) and start it again this long after the start; 0 at half time, negative never")
-	flag.StringVar(&o.mode, "mode", config.ModeTransaction, "pool mode: transaction or session")
+	flag.StringVar(&o.mode, "mode", string(config.ModeTransaction), "pool mode: transaction or session")
 	flag.IntVar(&o.pool, "pool", 0, "backend pool_size (0: 20 in transaction mode, one per client in session mode)")
 	flag.DurationVar(&o.reportEvery, "report-every", 30*time.Second, "print a progress line this often")
 	flag.StringVar(&o.logLevel, "log-level", "error", "the proxy's log level (debug, info, warn, error)")
@@ -55,7 +55,7 @@ func parseFlags() options {
 	flag.Parse()
 	if o.pool == 0 {
 		o.pool = 20
-		if o.mode == config.ModeSession {
+		if config.PoolMode(o.mode) == config.ModeSession {
 			o.pool = o.clients
 		}
 	}

@@ -20,8 +20,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/config"
-	"github.com/tenantproxy/tenantproxy/integration/pgtest"
 	"github.com/tenantproxy/tenantproxy/internal/app"
+	"github.com/tenantproxy/tenantproxy/internal/pgcluster"
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 	"github.com/tenantproxy/tenantproxy/migrations"
 	"github.com/tenantproxy/tenantproxy/tenants"
@@ -57,7 +57,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 
 	say("starting a throwaway PostgreSQL ...")
-	cluster, err := pgtest.Start(pgtest.Options{})
+	cluster, err := pgcluster.Start(pgcluster.Options{})
 	if err != nil {
 		fmt.Fprintln(stderr, "tenantproxy demo:", err)
 		return 1
@@ -133,7 +133,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // seed fills every tenant's tables with a few AgenticHR rows.
-func seed(ctx context.Context, cluster *pgtest.Cluster, cfg *config.Config) error {
+func seed(ctx context.Context, cluster *pgcluster.Cluster, cfg *config.Config) error {
 	conn, err := cluster.Connect(ctx, cfg.Backend.Database)
 	if err != nil {
 		return err

@@ -110,7 +110,7 @@ func startTarget(t *testing.T, mode string) target {
 		}
 	}
 	p := fixture.Start(t, func(c *config.Config) {
-		c.Pool.Mode = mode
+		c.Pool.Mode = config.PoolMode(mode)
 		c.Backend.PoolSize = poolSize
 	})
 	a, b := fixture.Tenants[0], fixture.Tenants[1]

@@ -149,7 +149,7 @@ func (r *slowCancelRelay) waitCancel(timeout time.Duration) error {
 func startProxyBehind(t *testing.T, f *proxytest.Fixture, relay *slowCancelRelay, mode string, poolSize int) *proxytest.Proxy {
 	t.Helper()
 	return f.Start(t, func(c *config.Config) {
-		c.Pool.Mode = mode
+		c.Pool.Mode = config.PoolMode(mode)
 		c.Backend.PoolSize = poolSize
 		c.Backend.Host, c.Backend.Port = relay.host, relay.port
 		c.Pool.WaitTimeout.Duration = 2 * time.Second

@@ -16,7 +16,7 @@ import (
 
 // setup is one proxy configuration the cases run under: a pool mode and a pool size.
 type setup struct {
-	mode string
+	mode config.PoolMode
 	pool int
 }
 

@@ -29,7 +29,7 @@ const poolRole = "tenantproxy_pool"
 // fault touched is the one the next client gets; configure (may be nil) changes the configuration
 // further. It first waits until the backends of earlier tests' proxies are gone, so the pool role's
 // backends on the server are this proxy's.
-func startProxy(t testing.TB, mode string, configure func(*config.Config)) *proxytest.Proxy {
+func startProxy(t testing.TB, mode config.PoolMode, configure func(*config.Config)) *proxytest.Proxy {
 	t.Helper()
 	waitNoPoolBackends(t)
 	return fx.Start(t, func(c *config.Config) {

@@ -19,7 +19,7 @@ const loadClients = 6
 
 // loadPool is the pool_size under load: fewer backends than clients in transaction mode, so backends
 // change hands all the time; one per client in session mode, where a client keeps its backend.
-func loadPool(mode string) int {
+func loadPool(mode config.PoolMode) int {
 	if mode == config.ModeSession {
 		return loadClients
 	}
@@ -95,7 +95,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	}
 	for _, mode := range poolModes {
 		for _, tt := range tests {
-			t.Run(mode+"/"+tt.name, func(t *testing.T) {
+			t.Run(string(mode)+"/"+tt.name, func(t *testing.T) {
 				ensureServerRunning(t)
 				p := startProxy(t, mode, func(c *config.Config) {
 					c.Backend.PoolSize = loadPool(mode)
@@ -130,7 +130,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 func TestServerStoppedUnderLoadAndStarted(t *testing.T) {
 	for _, mode := range poolModes {
 		for _, stop := range []string{"fast", "immediate"} {
-			t.Run(mode+"/"+stop, func(t *testing.T) {
+			t.Run(string(mode)+"/"+stop, func(t *testing.T) {
 				ensureServerRunning(t)
 				p := startProxy(t, mode, func(c *config.Config) {
 					c.Backend.PoolSize = loadPool(mode)

@@ -14,7 +14,7 @@ import (
 )
 
 // poolModes are the pool modes the client-side faults run in.
-var poolModes = []string{config.ModeTransaction, config.ModeSession}
+var poolModes = []config.PoolMode{config.ModeTransaction, config.ModeSession}
 
 // A client that goes away at any point of its session leaves nothing behind: its transaction is rolled
 // back with its locks, its running query cancelled, its COPY failed, its unsynced batch discarded and its
@@ -132,7 +132,7 @@ func TestClientVanishes(t *testing.T) {
 	}
 	for _, mode := range poolModes {
 		for _, tt := range tests {
-			t.Run(mode+"/"+tt.name, func(t *testing.T) {
+			t.Run(string(mode)+"/"+tt.name, func(t *testing.T) {
 				p := startProxy(t, mode, nil)
 				leaks := leakCheck(t)
 				ctx := testContext(t, 60*time.Second)

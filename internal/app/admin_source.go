@@ -50,7 +50,7 @@ func (s *source) Snapshot(ctx context.Context) (*admin.Snapshot, error) {
 		snap.Databases = append(snap.Databases, admin.Database{
 			Name: t.Name, Host: cfg.Backend.Host, Port: int64(cfg.Backend.Port), Database: cfg.Backend.Database,
 			ForceUser: cfg.Backend.User, PoolSize: int64(tenantPoolSize(cfg)), ServerLifetime: cfg.Backend.MaxLifetime.Duration,
-			PoolMode: cfg.Pool.Mode, MaxConnections: int64(cfg.Pool.TenantMaxBackends), Disabled: t.Suspended || p.isDisabled(t.Name),
+			PoolMode: string(cfg.Pool.Mode), MaxConnections: int64(cfg.Pool.TenantMaxBackends), Disabled: t.Suspended || p.isDisabled(t.Name),
 		})
 	}
 	st := p.engine.Stats()
@@ -158,7 +158,7 @@ func configSettings(c *config.Config) []admin.Setting {
 		{Key: "server_lifetime", Value: dur(c.Backend.MaxLifetime), Default: dur(d.Backend.MaxLifetime)},
 		{Key: "server_idle_timeout", Value: dur(c.Backend.IdleTimeout), Default: dur(d.Backend.IdleTimeout)},
 		{Key: "query_timeout", Value: dur(c.Backend.QueryTimeout), Default: dur(d.Backend.QueryTimeout)},
-		{Key: "pool_mode", Value: c.Pool.Mode, Default: d.Pool.Mode},
+		{Key: "pool_mode", Value: string(c.Pool.Mode), Default: string(d.Pool.Mode)},
 		{Key: "max_client_conn", Value: itoa(c.Pool.MaxClientConn), Default: itoa(d.Pool.MaxClientConn)},
 		{Key: "query_wait_timeout", Value: dur(c.Pool.WaitTimeout), Default: dur(d.Pool.WaitTimeout)},
 		{Key: "max_prepared_statements", Value: itoa(c.Pool.MaxPreparedStatements), Default: itoa(d.Pool.MaxPreparedStatements)},

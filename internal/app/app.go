@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,16 +17,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/tenantproxy/tenantproxy/catalog"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/proxy"
 	"github.com/tenantproxy/tenantproxy/routing"
 	"github.com/tenantproxy/tenantproxy/session"
-	"github.com/tenantproxy/tenantproxy/tenants"
+	"github.com/tenantproxy/tenantproxy/session/dial"
 )
 
 // App is a started proxy: front door, relay, metrics and the tenant catalog.
 type App struct {
+	// mu serializes Reload with the catalog watch's updates: both read cfg and change the router and the
+	// relay's tenants, and must not interleave.
+	mu           sync.Mutex
 	cfg          *config.Config
 	log          *zap.Logger
 	engine       *session.Group
@@ -41,6 +46,10 @@ type App struct {
 	ops // admin console, audit log, health, peers: operations.go
 }
 
+// watchCatalog follows the database catalog; a variable so that tests can feed the App a catalog
+// without a server.
+var watchCatalog = catalog.WatchCatalogNotify
+
 // Start wires the packages together and starts serving.
 func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -50,23 +59,19 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		return nil, err
 	}
 	if cfg.RequiresHardening() {
-		rep, err := tenants.Doctor(ctx, cfg)
-		if err != nil {
-			return fail(fmt.Errorf("hardening check: %w (set [tenancy] require_hardening = false to start anyway)", err))
-		}
-		if failed := rep.Failed(); len(failed) > 0 {
-			return fail(fmt.Errorf("hardening check failed: %s: %s (run \"tenantproxy doctor\" for every check and its fix, or set [tenancy] require_hardening = false)", failed[0].Name, failed[0].Detail))
+		if err := catalog.CheckHardening(ctx, cfg); err != nil {
+			return fail(err)
 		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dialer, err := routing.NewDialer(cfg)
+	dialer, err := dial.NewDialer(cfg)
 	if err != nil {
 		return fail(err)
 	}
 	guard := policy.NewGuard(policy.GuardConfig{TenantSetting: cfg.Tenancy.Setting})
 	engine, err := session.NewGroup(session.Config{
-		Mode: cfg.Pool.Mode, PoolSize: cfg.Backend.PoolSize, TenantMaxBackends: cfg.Pool.TenantMaxBackends,
+		Mode: string(cfg.Pool.Mode), PoolSize: cfg.Backend.PoolSize, TenantMaxBackends: cfg.Pool.TenantMaxBackends,
 		TenantMaxClients: cfg.Pool.TenantMaxClients,
 		MaxClients:       cfg.Pool.MaxClientConn, WaitTimeout: cfg.Pool.WaitTimeout.Duration,
 		IdleTimeout: cfg.Backend.IdleTimeout.Duration, MaxLifetime: cfg.Backend.MaxLifetime.Duration,
@@ -85,9 +90,16 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	if cfg.Tenancy.Catalog == config.CatalogDatabase {
 		go func() {
 			defer close(p.done)
-			err := tenants.WatchCatalog(ctx, cfg, func(ts []config.Tenant) {
+			err := watchCatalog(ctx, cfg, func(ts []config.Tenant) {
+				p.mu.Lock()
+				defer p.mu.Unlock()
 				p.updateRouter(p.config(), ts)
-				engine.SetTenants(routing.RelayTenants(p.config(), ts))
+				engine.SetTenants(relayTenants(p.config(), ts))
+			}, func(payload string) {
+				// A tenant's migration committed: its statements are prepared afresh from now on.
+				if f := strings.Fields(payload); len(f) >= 2 && f[0] == "migrate" {
+					engine.TenantChanged(f[1])
+				}
 			})
 			if err != nil && ctx.Err() == nil {
 				log.Error("tenant catalog watch ended", zap.Error(err))
@@ -96,7 +108,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	} else {
 		close(p.done)
 		p.updateRouter(cfg, cfg.Tenants)
-		engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
+		engine.SetTenants(relayTenants(cfg, cfg.Tenants))
 	}
 	engine.Start()
 	srv, err := proxy.New(cfg, engine, p.router, log)
@@ -134,7 +146,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		go p.metrics.Serve(mln)
 	}
 	notifySystemd("READY=1", log)
-	log.Info("tenantproxy listening", zap.String("addr", ln.Addr().String()), zap.String("mode", cfg.Pool.Mode),
+	log.Info("tenantproxy listening", zap.String("addr", ln.Addr().String()), zap.String("mode", string(cfg.Pool.Mode)),
 		zap.Int("pool_size", cfg.Backend.PoolSize), zap.String("backend", fmt.Sprintf("%s:%d/%s as %s", cfg.Backend.Host, cfg.Backend.Port, cfg.Backend.Database, cfg.Backend.User)),
 		zap.String("version", version))
 	return p, nil
@@ -150,6 +162,8 @@ func (p *App) reload(path string) error {
 		p.log.Error("reload failed; keeping the running configuration", zap.Error(err))
 		return err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if old := p.config(); cfg.Listen.Addr != old.Listen.Addr || cfg.Backend != old.Backend || cfg.Pool.Mode != old.Pool.Mode {
 		p.log.Warn("reload: [listen], [backend] and [pool] mode changes need a restart; they are ignored")
 	}
@@ -160,7 +174,7 @@ func (p *App) reload(path string) error {
 	p.reloadOps(cfg)
 	if cfg.Tenancy.Catalog == config.CatalogConfig {
 		p.updateRouter(cfg, cfg.Tenants)
-		p.engine.SetTenants(routing.RelayTenants(cfg, cfg.Tenants))
+		p.engine.SetTenants(relayTenants(cfg, cfg.Tenants))
 	} else {
 		p.updateRouter(cfg, p.catalogTenants())
 	}

@@ -109,7 +109,7 @@ func (r *relaySource) fill(ctx context.Context, snap *admin.Snapshot) error {
 		byTenant[t.Name] = t
 		snap.Pools = append(snap.Pools, admin.Pool{
 			Database: t.Name, User: poolRole, ClActive: int64(t.Active), ClWaiting: int64(t.Waiting),
-			SvActive: int64(t.ServersActive), SvIdle: int64(t.ServersIdle), MaxWait: t.MaxWait, PoolMode: cfg.Pool.Mode,
+			SvActive: int64(t.ServersActive), SvIdle: int64(t.ServersIdle), MaxWait: t.MaxWait, PoolMode: string(cfg.Pool.Mode),
 		})
 		st := t.Stats
 		snap.Stats = append(snap.Stats, admin.Stats{Database: t.Name, Averages: avg[t.Name], Totals: admin.Counters{

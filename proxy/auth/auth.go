@@ -9,7 +9,10 @@ import (
 	"net"
 	"os"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // Authentication methods, the values of the config's [auth] method.
@@ -18,15 +21,6 @@ const (
 	MethodPassword = "password"
 	MethodMD5      = "md5"
 	MethodSCRAM    = "scram-sha-256"
-)
-
-// SQLSTATEs of authentication failures.
-const (
-	sqlStateInvalidAuthorization = "28000" // invalid_authorization_specification
-	sqlStateInvalidPassword      = "28P01" // invalid_password
-	sqlStateProtocolViolation    = "08P01" // protocol_violation
-	sqlStateFeatureNotSupported  = "0A000" // feature_not_supported
-	sqlStateInternal             = "XX000" // internal_error
 )
 
 // Request describes one client to authenticate.
@@ -50,35 +44,10 @@ type Request struct {
 }
 
 // Error is an authentication failure that the caller reports to the client as a FATAL ErrorResponse
-// (see Response) before closing the connection.
-type Error struct {
-	SQLState string
-	Message  string
-	// Detail is the ErrorResponse's DETAIL, often empty.
-	Detail string
-	// Reason says why authentication failed, for the proxy's log only. It is never sent to the client:
-	// it may tell that the user does not exist, which the client must not learn.
-	Reason string
-}
-
-// Error returns the message, the detail and the reason, for logs.
-func (e *Error) Error() string {
-	s := e.Message
-	if e.Detail != "" {
-		s += " (" + e.Detail + ")"
-	}
-	if e.Reason != "" {
-		s += ": " + e.Reason
-	}
-	return s
-}
-
-// Response returns the FATAL ErrorResponse that tells the client about the failure; it carries the
-// message and detail, never the reason.
-func (e *Error) Response() *pgproto3.ErrorResponse {
-	return &pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: e.SQLState,
-		Message: e.Message, Detail: e.Detail}
-}
+// (see Response) before closing the connection. It is pgerr.Error: its Reason says why authentication
+// failed, for the proxy's log only, and may tell that the user does not exist, which the client must not
+// learn; Response never carries it.
+type Error = pgerr.Error
 
 // ErrClientClosed means that the client closed the connection, or sent Terminate, instead of answering an
 // authentication request. Nothing is to be sent back, and it is not worth a warning: psql and libpq
@@ -88,8 +57,7 @@ var ErrClientClosed = errors.New("auth: client closed the connection during auth
 // passwordFailed is the error of a wrong password, and of an unknown user: the client must not be able
 // to tell them apart.
 func passwordFailed(user, reason string) *Error {
-	return &Error{SQLState: sqlStateInvalidPassword,
-		Message: "password authentication failed for user \"" + user + "\"", Reason: reason}
+	return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.InvalidPassword, Message: "password authentication failed for user \"" + user + "\"", Reason: reason}
 }
 
 const reasonUnknownUser = "user does not exist"
@@ -119,15 +87,12 @@ func Authenticate(be *pgproto3.Backend, req Request) error {
 	case MethodSCRAM:
 		return authSCRAM(be, req)
 	}
-	return &Error{SQLState: sqlStateInvalidAuthorization,
-		Message: fmt.Sprintf("authentication method \"%s\" is not supported", req.Method)}
+	return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.InvalidAuthorizationSpecification, Message: fmt.Sprintf("authentication method \"%s\" is not supported", req.Method)}
 }
 
 func authCleartext(be *pgproto3.Backend, req Request) error {
 	if !req.TLS && !req.AllowCleartextWithoutTLS {
-		return &Error{SQLState: sqlStateInvalidAuthorization,
-			Message: "cleartext password authentication requires a TLS connection",
-			Detail:  "Connect with TLS (sslmode=require), or set allow_cleartext_without_tls in [auth]."}
+		return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.InvalidAuthorizationSpecification, Message: "cleartext password authentication requires a TLS connection", Detail: "Connect with TLS (sslmode=require), or set allow_cleartext_without_tls in [auth]."}
 	}
 	if err := send(be, &pgproto3.AuthenticationCleartextPassword{}); err != nil {
 		return err
@@ -237,8 +202,7 @@ func receive(be *pgproto3.Backend, authType uint32) (pgproto3.FrontendMessage, e
 		return nil, fmt.Errorf("auth: reading the client's answer: %w", err)
 	default:
 		// pgproto3 could not decode the message: a bad length, type or body.
-		return nil, &Error{SQLState: sqlStateProtocolViolation, Message: "invalid authentication message",
-			Reason: err.Error()}
+		return nil, &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "invalid authentication message", Reason: err.Error()}
 	}
 	if _, ok := msg.(*pgproto3.Terminate); ok {
 		return nil, ErrClientClosed
@@ -258,6 +222,5 @@ func unexpected(want string, msg pgproto3.FrontendMessage) *Error {
 	if b, err := msg.Encode(nil); err == nil && len(b) > 0 {
 		typ = sanitizeChar(b[0])
 	}
-	return &Error{SQLState: sqlStateProtocolViolation,
-		Message: fmt.Sprintf("expected %s response, got message type %s", want, typ)}
+	return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: fmt.Sprintf("expected %s response, got message type %s", want, typ)}
 }

@@ -378,8 +378,8 @@ func TestSCRAMProtocolViolations(t *testing.T) {
 			if !errors.As(err, &authErr) {
 				t.Fatalf("Authenticate returned %v, want an *Error", err)
 			}
-			if authErr.SQLState != tt.wantState || !strings.Contains(authErr.Message+" "+authErr.Detail, tt.wantText) {
-				t.Errorf("Authenticate: %s %v, want %s %q", authErr.SQLState, authErr, tt.wantState, tt.wantText)
+			if authErr.Code != tt.wantState || !strings.Contains(authErr.Message+" "+authErr.Detail, tt.wantText) {
+				t.Errorf("Authenticate: %s %v, want %s %q", authErr.Code, authErr, tt.wantState, tt.wantText)
 			}
 		})
 	}
@@ -440,8 +440,8 @@ func TestAuthenticateBadMessages(t *testing.T) {
 			if !errors.As(err, &authErr) {
 				t.Fatalf("Authenticate returned %v, want an *Error", err)
 			}
-			if authErr.SQLState != tt.wantState || !strings.Contains(authErr.Message, tt.wantText) {
-				t.Errorf("Authenticate: %s %v, want %s %q", authErr.SQLState, authErr, tt.wantState, tt.wantText)
+			if authErr.Code != tt.wantState || !strings.Contains(authErr.Message, tt.wantText) {
+				t.Errorf("Authenticate: %s %v, want %s %q", authErr.Code, authErr, tt.wantState, tt.wantText)
 			}
 		})
 	}
@@ -533,7 +533,7 @@ func TestZeroSecretNeverAuthenticates(t *testing.T) {
 		req.Method = method
 		err := pipeExchange(t, req, client)
 		var authErr *Error
-		if !errors.As(err, &authErr) || authErr.SQLState != "28P01" {
+		if !errors.As(err, &authErr) || authErr.Code != "28P01" {
 			t.Errorf("%s: Authenticate = %v, want 28P01", method, err)
 		}
 	}

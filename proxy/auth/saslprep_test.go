@@ -24,6 +24,8 @@ func TestSASLPrep(t *testing.T) {
 		{"non-character as is", "\u2168\ufffe", "\u2168\ufffe"},
 		{"plane 1 non-character as is", "\u2168\U0001fffe", "\u2168\U0001fffe"},
 		{"unassigned in unicode 4.1 as is", "\u2168\U0001f600", "\u2168\U0001f600"},
+		{"assigned in unicode 4.0, unassigned in 3.2, as is", "\u2168\u0221", "\u2168\u0221"},
+		{"assigned in unicode 4.1, unassigned in 3.2, as is", "\u2168\u0237", "\u2168\u0237"},
 		{"rtl only normalized", "\u05d0\u05d1", "\u05d0\u05d1"},
 		{"rtl with ltr as is", "\u05d0a\u05d1\u2168", "\u05d0a\u05d1\u2168"},
 		{"rtl not at the end as is", "\u05d01", "\u05d01"},

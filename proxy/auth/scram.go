@@ -9,7 +9,11 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tenantproxy/tenantproxy/internal/lru"
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 const (
@@ -52,8 +56,7 @@ func credentialsFor(req Request) (scramCredentials, *Error) {
 		if !ok {
 			var err error
 			if keys, err = deriveKeys(s.plain, c.salt, c.iter); err != nil {
-				return c, &Error{SQLState: sqlStateInternal, Message: "could not compute SCRAM keys",
-					Reason: err.Error()}
+				return c, &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.InternalError, Message: "could not compute SCRAM keys", Reason: err.Error()}
 			}
 			storeKeys(s.plain, c.salt, c.iter, keys)
 		}
@@ -98,8 +101,7 @@ func authSCRAM(be *pgproto3.Backend, req Request) error {
 	case initial.AuthMechanism == mechSCRAMPlus && plusOffered:
 		plus = true
 	default:
-		return &Error{SQLState: sqlStateProtocolViolation,
-			Message: "client selected an invalid SASL authentication mechanism"}
+		return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "client selected an invalid SASL authentication mechanism"}
 	}
 	first, authErr := parseClientFirst(initial.Data)
 	if authErr != nil {
@@ -132,8 +134,7 @@ func authSCRAM(be *pgproto3.Backend, req Request) error {
 		return authErr
 	}
 	if subtle.ConstantTimeCompare([]byte(final.nonce), []byte(nonce)) != 1 {
-		return &Error{SQLState: sqlStateProtocolViolation, Message: "invalid SCRAM response",
-			Detail: "Nonce does not match."}
+		return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "invalid SCRAM response", Detail: "Nonce does not match."}
 	}
 
 	// The proof is checked even in a mock exchange, so that it takes as long as a real one.
@@ -164,8 +165,7 @@ func checkChannelBindingFlag(flag byte, plus, plusOffered bool) *Error {
 	case flag == 'y' && plusOffered:
 		// The client can bind but believes the server cannot: a man in the middle may have removed
 		// SCRAM-SHA-256-PLUS from the offer.
-		return &Error{SQLState: sqlStateInvalidAuthorization, Message: "SCRAM channel binding negotiation error",
-			Detail: "The client supports SCRAM channel binding but thinks the server does not.  However, this server does support channel binding."}
+		return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.InvalidAuthorizationSpecification, Message: "SCRAM channel binding negotiation error", Detail: "The client supports SCRAM channel binding but thinks the server does not.  However, this server does support channel binding."}
 	}
 	return nil
 }
@@ -177,13 +177,12 @@ func checkChannelBinding(first clientFirst, binding string, plus bool, cbData []
 	if plus {
 		want := base64.StdEncoding.EncodeToString(append([]byte(first.gs2Header()), cbData...))
 		if subtle.ConstantTimeCompare([]byte(binding), []byte(want)) != 1 {
-			return &Error{SQLState: sqlStateInvalidAuthorization, Message: "SCRAM channel binding check failed"}
+			return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.InvalidAuthorizationSpecification, Message: "SCRAM channel binding check failed"}
 		}
 		return nil
 	}
 	if binding != base64.StdEncoding.EncodeToString([]byte(first.gs2Header())) {
-		return &Error{SQLState: sqlStateProtocolViolation,
-			Message: "unexpected SCRAM channel-binding attribute in client-final-message"}
+		return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "unexpected SCRAM channel-binding attribute in client-final-message"}
 	}
 	return nil
 }
@@ -195,8 +194,8 @@ const keyCacheSize = 1024
 
 var keyCache = struct {
 	sync.Mutex
-	m map[[sha256.Size]byte]scramKeys
-}{m: make(map[[sha256.Size]byte]scramKeys)}
+	c *lru.Cache[[sha256.Size]byte, scramKeys]
+}{c: lru.New[[sha256.Size]byte, scramKeys](keyCacheSize)}
 
 func keyCacheIndex(password string, salt []byte, iter int) [sha256.Size]byte {
 	m := hmac.New(sha256.New, processKey)
@@ -217,20 +216,14 @@ func lookupKeys(password string, salt []byte, iter int) (scramKeys, bool) {
 	idx := keyCacheIndex(password, salt, iter)
 	keyCache.Lock()
 	defer keyCache.Unlock()
-	k, ok := keyCache.m[idx]
-	return k, ok
+	return keyCache.c.Get(idx)
 }
 
-// storeKeys caches the keys of (password, salt, iter), evicting an arbitrary entry when the cache is full.
+// storeKeys caches the keys of (password, salt, iter), evicting the least recently used entry when the
+// cache is full.
 func storeKeys(password string, salt []byte, iter int, k scramKeys) {
 	idx := keyCacheIndex(password, salt, iter)
 	keyCache.Lock()
 	defer keyCache.Unlock()
-	if _, ok := keyCache.m[idx]; !ok && len(keyCache.m) >= keyCacheSize {
-		for old := range keyCache.m {
-			delete(keyCache.m, old)
-			break
-		}
-	}
-	keyCache.m[idx] = k
+	keyCache.c.Add(idx, k)
 }

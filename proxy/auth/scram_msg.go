@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgerrcode"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // The SCRAM parsers below follow PostgreSQL's read_client_first_message and read_client_final_message
@@ -56,7 +60,7 @@ func (m clientFinal) withoutProof() string {
 }
 
 func malformed(detail string, args ...any) *Error {
-	return &Error{SQLState: sqlStateProtocolViolation, Message: "malformed SCRAM message", Detail: fmt.Sprintf(detail, args...)}
+	return &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "malformed SCRAM message", Detail: fmt.Sprintf(detail, args...)}
 }
 
 // attrScanner reads the comma-separated attr=value list of a SCRAM message.
@@ -136,8 +140,7 @@ func parseClientFirst(msg []byte) (clientFirst, *Error) {
 			return m, err
 		}
 		if t != cbindTypeEndPoint {
-			return m, &Error{SQLState: sqlStateProtocolViolation,
-				Message: fmt.Sprintf("unsupported SCRAM channel-binding type \"%s\"", sanitizeStr(t))}
+			return m, &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: fmt.Sprintf("unsupported SCRAM channel-binding type \"%s\"", sanitizeStr(t))}
 		}
 		m.cbindType = t
 	default:
@@ -145,16 +148,14 @@ func parseClientFirst(msg []byte) (clientFirst, *Error) {
 	}
 	// The authorization identity is not supported.
 	if strings.HasPrefix(p.s, "a") {
-		return m, &Error{SQLState: sqlStateFeatureNotSupported,
-			Message: "client uses authorization identity, but it is not supported"}
+		return m, &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.FeatureNotSupported, Message: "client uses authorization identity, but it is not supported"}
 	}
 	if !strings.HasPrefix(p.s, ",") {
 		return m, malformed("Unexpected attribute \"%s\" in client-first-message.", sanitizeAt(p.s, 0))
 	}
 	p.s = p.s[1:]
 	if strings.HasPrefix(p.s, "m") {
-		return m, &Error{SQLState: sqlStateFeatureNotSupported,
-			Message: "client requires an unsupported SCRAM extension"}
+		return m, &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.FeatureNotSupported, Message: "client requires an unsupported SCRAM extension"}
 	}
 	var err *Error
 	if m.user, err = p.attr('n'); err != nil {
@@ -164,7 +165,7 @@ func parseClientFirst(msg []byte) (clientFirst, *Error) {
 		return m, err
 	}
 	if !isPrintable(m.nonce) {
-		return m, &Error{SQLState: sqlStateProtocolViolation, Message: "non-printable characters in SCRAM nonce"}
+		return m, &Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "non-printable characters in SCRAM nonce"}
 	}
 	ext := p.s
 	for !p.done() {

@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgerrcode"
 )
 
 var proof32 = base64.StdEncoding.EncodeToString(make([]byte, 32))
@@ -42,7 +44,7 @@ func TestParseClientFirst(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := parseClientFirst([]byte(tt.in))
 			if tt.wantState != "" {
-				if err == nil || err.SQLState != tt.wantState || !strings.Contains(err.Message+" "+err.Detail, tt.wantDetail) {
+				if err == nil || err.Code != tt.wantState || !strings.Contains(err.Message+" "+err.Detail, tt.wantDetail) {
 					t.Fatalf("parseClientFirst(%q) error = %v, want %s %q", tt.in, err, tt.wantState, tt.wantDetail)
 				}
 				return
@@ -83,7 +85,7 @@ func TestParseClientFinal(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := parseClientFinal([]byte(tt.in))
 			if tt.wantDetail != "" {
-				if err == nil || err.SQLState != "08P01" || !strings.Contains(err.Detail, tt.wantDetail) {
+				if err == nil || err.Code != "08P01" || !strings.Contains(err.Detail, tt.wantDetail) {
 					t.Fatalf("parseClientFinal(%q) error = %v, want 08P01 %q", tt.in, err, tt.wantDetail)
 				}
 				return
@@ -110,8 +112,8 @@ func FuzzSCRAMClientFirst(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := parseClientFirst(in)
 		if err != nil {
-			if err.SQLState != sqlStateProtocolViolation && err.SQLState != sqlStateFeatureNotSupported {
-				t.Fatalf("parseClientFirst(%q): SQLSTATE %s", in, err.SQLState)
+			if err.Code != pgerrcode.ProtocolViolation && err.Code != pgerrcode.FeatureNotSupported {
+				t.Fatalf("parseClientFirst(%q): SQLSTATE %s", in, err.Code)
 			}
 			return
 		}
@@ -139,8 +141,8 @@ func FuzzSCRAMClientFinal(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := parseClientFinal(in)
 		if err != nil {
-			if err.SQLState != sqlStateProtocolViolation {
-				t.Fatalf("parseClientFinal(%q): SQLSTATE %s", in, err.SQLState)
+			if err.Code != pgerrcode.ProtocolViolation {
+				t.Fatalf("parseClientFinal(%q): SQLSTATE %s", in, err.Code)
 			}
 			return
 		}

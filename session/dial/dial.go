@@ -1,4 +1,7 @@
-package routing
+// Package dial opens the relay's backend connections: it logs in as the pool role with pgconn and hands
+// the hijacked file descriptor to package session. It lives beside session rather than in routing, which
+// decides who the tenant is and knows nothing of backends.
+package dial
 
 import (
 	"context"
@@ -62,7 +65,7 @@ func (d *Dialer) Dial(ctx context.Context) (*session.BackendConn, error) {
 	}
 	if hc.TxStatus != 'I' {
 		hc.Conn.Close()
-		return nil, errors.New("routing: new backend connection is not idle")
+		return nil, errors.New("dial: new backend connection is not idle")
 	}
 	fd, err := netfd.Dup(hc.Conn)
 	hc.Conn.Close()

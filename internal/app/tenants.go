@@ -1,4 +1,4 @@
-package routing
+package app
 
 import (
 	"github.com/tenantproxy/tenantproxy/config"
@@ -6,9 +6,9 @@ import (
 	"github.com/tenantproxy/tenantproxy/session"
 )
 
-// RelayTenants turns catalog tenants into what the relay needs: each tenant's setup SQL (role,
+// relayTenants turns catalog tenants into what the relay needs: each tenant's setup SQL (role,
 // search_path, tenant setting) and the schemas its clients may name.
-func RelayTenants(c *config.Config, ts []config.Tenant) []session.Tenant {
+func relayTenants(c *config.Config, ts []config.Tenant) []session.Tenant {
 	out := make([]session.Tenant, 0, len(ts))
 	for _, t := range ts {
 		x := policy.ContextFor(c, t)

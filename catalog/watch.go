@@ -1,4 +1,4 @@
-package tenants
+package catalog
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
@@ -32,7 +33,13 @@ const (
 // A failure to connect or to load the catalog the first time is returned at once (for example when
 // `tenantproxy init` has not run); after that WatchCatalog retries until ctx is done and then returns nil.
 func WatchCatalog(ctx context.Context, cfg *config.Config, onChange func([]config.Tenant)) error {
-	w := &catalogWatcher{cfg: cfg, onChange: onChange}
+	return WatchCatalogNotify(ctx, cfg, onChange, nil)
+}
+
+// WatchCatalogNotify is WatchCatalog that also hands every notification's payload to onNotify (when not
+// nil) before the reload it causes, for instance "migrate acme 0003" after a tenant's migration.
+func WatchCatalogNotify(ctx context.Context, cfg *config.Config, onChange func([]config.Tenant), onNotify func(payload string)) error {
+	w := &catalogWatcher{cfg: cfg, onChange: onChange, onNotify: onNotify}
 	conn, err := w.connect(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -52,22 +59,26 @@ func WatchCatalog(ctx context.Context, cfg *config.Config, onChange func([]confi
 type catalogWatcher struct {
 	cfg       *config.Config
 	onChange  func([]config.Tenant)
+	onNotify  func(string)
 	last      []config.Tenant
 	delivered bool
 }
 
 // connect opens a pool-role connection, LISTENs, and loads and delivers the catalog.
 func (w *catalogWatcher) connect(ctx context.Context) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig(connString(w.cfg, w.cfg.Backend.Database, w.cfg.Backend.User, w.cfg.BackendPassword(), "tenantproxy-catalog"))
+	cc, err := pgx.ParseConfig(ConnString(w.cfg, w.cfg.Backend.Database, w.cfg.Backend.User, w.cfg.BackendPassword(), "tenantproxy-catalog"))
 	if err != nil {
 		return nil, err
 	}
 	cc.ConnectTimeout = w.cfg.Backend.ConnectTimeout.Duration
+	if w.onNotify != nil {
+		cc.OnNotification = func(_ *pgconn.PgConn, n *pgconn.Notification) { w.onNotify(n.Payload) }
+	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+q(NotifyChannel)); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+pgident.Quote(NotifyChannel)); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
@@ -119,11 +130,11 @@ func (w *catalogWatcher) load(ctx context.Context, conn *pgx.Conn) error {
 	defer cancel()
 	rows, err := conn.Query(qctx, "SELECT name, schema, status = 'suspended' FROM tenantproxy.tenants ORDER BY name")
 	if err != nil {
-		return catalogError(err)
+		return Error(err)
 	}
 	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[config.Tenant])
 	if err != nil {
-		return catalogError(err)
+		return Error(err)
 	}
 	list := make([]config.Tenant, 0, len(all))
 	for _, t := range all {

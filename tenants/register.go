@@ -1,0 +1,23 @@
+package tenants
+
+import (
+	"context"
+
+	"github.com/tenantproxy/tenantproxy/catalog"
+	"github.com/tenantproxy/tenantproxy/config"
+)
+
+// serve's hardening gate (catalog.CheckHardening) runs Doctor, so serve need not import this package.
+func init() {
+	catalog.RegisterHardening(func(ctx context.Context, cfg *config.Config) ([]catalog.Failure, error) {
+		rep, err := Doctor(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		var out []catalog.Failure
+		for _, c := range rep.Failed() {
+			out = append(out, catalog.Failure{Name: c.Name, Detail: c.Detail})
+		}
+		return out, nil
+	})
+}
