@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/jackc/pgerrcode"
+
 	"github.com/tenantproxy/tenantproxy/policy"
 )
 
@@ -186,7 +187,7 @@ func (b *backend) handleEvent(ev uint32) {
 	if ev&evOut != 0 {
 		b.c.flush()
 		if b.c.err != nil {
-			b.fail("write: "+b.c.err.Error(), "08006")
+			b.fail("write: "+b.c.err.Error(), pgerrcode.ConnectionFailure)
 			return
 		}
 		if b.client != nil && b.c.pending() < highWater {
@@ -199,7 +200,7 @@ func (b *backend) handleEvent(ev uint32) {
 	buf := b.e.l.rbuf
 	n, err := b.c.read(buf)
 	if err != nil {
-		b.fail("server closed the connection unexpectedly", "08006")
+		b.fail("server closed the connection unexpectedly", pgerrcode.ConnectionFailure)
 		return
 	}
 	if n == 0 {
@@ -261,7 +262,7 @@ func (b *backend) feed(data []byte) {
 		}
 		length := int(binary.BigEndian.Uint32(b.hdr[1:]))
 		if length < 4 || length > 1<<30 {
-			b.fail("protocol violation from server: bad message length", "08P01")
+			b.fail("protocol violation from server: bad message length", pgerrcode.ProtocolViolation)
 			return
 		}
 		b.curType = b.hdr[0]
@@ -386,14 +387,14 @@ func (b *backend) endMessage() {
 
 func (b *backend) onReady() {
 	if len(b.capture) < 6 {
-		b.fail("protocol violation from server: short ReadyForQuery", "08P01")
+		b.fail("protocol violation from server: short ReadyForQuery", pgerrcode.ProtocolViolation)
 		return
 	}
 	b.status = b.capture[5]
 	// Extended-protocol ops left before a Sync's ReadyForQuery were skipped by the server.
 	h := b.q.readyFront()
 	if h == nil {
-		b.fail("protocol violation from server: unexpected ReadyForQuery", "08P01")
+		b.fail("protocol violation from server: unexpected ReadyForQuery", pgerrcode.ProtocolViolation)
 		return
 	}
 	forward := !h.swallow && b.client != nil
@@ -408,7 +409,7 @@ func (b *backend) onReady() {
 		msg := b.setupErr
 		b.pop()
 		if s := b.detach(); s != nil {
-			s.fatal("08006", "tenantproxy: could not apply the tenant context: "+msg)
+			s.fatal(pgerrcode.ConnectionFailure, "tenantproxy: could not apply the tenant context: "+msg)
 		}
 		b.close("setup failed")
 		return
@@ -457,7 +458,7 @@ func (b *backend) onError() {
 		b.e.retireStatement(b.client.tenant.Name, h.stmt)
 	}
 	switch {
-	case h.poison && code == "42601" && strings.Contains(msg, poisonSQL):
+	case h.poison && code == pgerrcode.SyntaxError && strings.Contains(msg, poisonSQL):
 		if s := b.client; s != nil {
 			s.c.queue(appendError(nil, "ERROR", h.code, h.msg))
 		}
@@ -518,7 +519,7 @@ func (b *backend) skipped(o *op) {
 func (b *backend) onParameterStatus() {
 	name, rest, ok := cstring(b.capture[5:])
 	if !ok {
-		b.fail("protocol violation from server: bad ParameterStatus", "08P01")
+		b.fail("protocol violation from server: bad ParameterStatus", pgerrcode.ProtocolViolation)
 		return
 	}
 	value, _, _ := cstring(rest)
@@ -636,7 +637,7 @@ func (b *backend) fail(reason, code string) {
 	midMessage := b.remain > 0 && b.action == actForward
 	if s := b.detach(); s != nil {
 		if code == "" {
-			code = "08006"
+			code = pgerrcode.ConnectionFailure
 		}
 		if midMessage {
 			// Part of a message already went to the client: anything more would be read as its rest.

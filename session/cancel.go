@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"go.uber.org/zap"
 )
 
@@ -93,7 +94,7 @@ func (s *Session) cancelWaiting() {
 			s.setState(stIdle)
 			s.unsynced = false
 			s.in = s.in[:copy(s.in, s.in[off:])]
-			out := appendError(s.c.buf(), "ERROR", "57014", "canceling statement due to user request")
+			out := appendError(s.c.buf(), "ERROR", pgerrcode.QueryCanceled, "canceling statement due to user request")
 			s.c.setBuf(appendReady(out, txIdle))
 			s.consumeIn()
 			s.flushAll()

@@ -34,6 +34,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/tenantproxy/tenantproxy/audit"
 )
 
@@ -275,12 +277,12 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	t := e.tenants[info.Tenant]
 	if t == nil {
 		s.tenant = &Tenant{Name: info.Tenant, counters: e.m.other}
-		s.fatal("3D000", fmt.Sprintf("tenantproxy: tenant %q does not exist", info.Tenant))
+		s.fatal(pgerrcode.InvalidCatalogName, fmt.Sprintf("tenantproxy: tenant %q does not exist", info.Tenant))
 		return
 	}
 	if e.closing || e.draining {
 		s.tenant = t
-		s.fatal("57P01", "tenantproxy: the proxy is shutting down")
+		s.fatal(pgerrcode.AdminShutdown, "tenantproxy: the proxy is shutting down")
 		return
 	}
 	if !e.admit(s, t) {
@@ -413,7 +415,7 @@ func (e *Engine) tripwire(b *backend, why string) {
 	if s := b.detach(); s != nil {
 		fields = append(fields, zap.String("tenant", s.tenant.Name), zap.String("user", s.info.User), zap.String("addr", s.info.Addr))
 		audit.Log.Tripwire(s.auditConn(), why)
-		s.fatal("08006", "tenantproxy: the server connection was closed by the tenant tripwire: "+why)
+		s.fatal(pgerrcode.ConnectionFailure, "tenantproxy: the server connection was closed by the tenant tripwire: "+why)
 	} else {
 		audit.Log.Tripwire(audit.Conn{}, why)
 	}
@@ -487,7 +489,7 @@ func (e *Engine) close() {
 		}
 		e.waits = nil
 		for _, s := range e.sessions {
-			s.fatal("57P01", "tenantproxy: the proxy is shutting down")
+			s.fatal(pgerrcode.AdminShutdown, "tenantproxy: the proxy is shutting down")
 		}
 		for _, b := range append([]*backend(nil), e.pool.idle...) {
 			b.close("shutdown")

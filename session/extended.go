@@ -3,6 +3,8 @@ package session
 import (
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgerrcode"
 )
 
 // parse handles a Parse message.
@@ -10,7 +12,7 @@ func (s *Session) parse(msg []byte) bool {
 	name, rest, ok := cstring(msg[5:])
 	query, types, ok2 := cstring(rest)
 	if !ok || !ok2 || len(types) < 2 || len(types) != 2+4*int(uint16(types[0])<<8|uint16(types[1])) {
-		s.fatal("08P01", "tenantproxy: malformed Parse message")
+		s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: malformed Parse message")
 		return true
 	}
 	s.stats.ParseCount++
@@ -38,11 +40,11 @@ func (s *Session) parse(msg []byte) bool {
 	b := s.be
 	if name != "" {
 		if _, exists := s.stmts[name]; exists {
-			s.poison(opParse, "42P05", fmt.Sprintf("prepared statement %q already exists", name))
+			s.poison(opParse, pgerrcode.DuplicatePreparedStatement, fmt.Sprintf("prepared statement %q already exists", name))
 			return true
 		}
 		if len(s.stmts) >= s.e.cfg.MaxClientPreparedStatements || s.stmtBytes+len(query) > s.e.cfg.MaxClientPreparedBytes {
-			s.poison(opParse, "53400", fmt.Sprintf("tenantproxy: too many prepared statements: a client may keep %d statements of %d bytes in all ([pool] max_client_prepared_statements, max_client_prepared_bytes); close some",
+			s.poison(opParse, pgerrcode.ConfigurationLimitExceeded, fmt.Sprintf("tenantproxy: too many prepared statements: a client may keep %d statements of %d bytes in all ([pool] max_client_prepared_statements, max_client_prepared_bytes); close some",
 				s.e.cfg.MaxClientPreparedStatements, s.e.cfg.MaxClientPreparedBytes))
 			return true
 		}
@@ -184,13 +186,13 @@ func (s *Session) lookupStmt(name string) *stmt {
 		if s.unnamed != nil {
 			return s.unnamed
 		}
-		s.poison(opParse, "26000", "unnamed prepared statement does not exist")
+		s.poison(opParse, pgerrcode.InvalidSQLStatementName, "unnamed prepared statement does not exist")
 		return nil
 	}
 	if st := s.stmts[name]; st != nil {
 		return st
 	}
-	s.poison(opParse, "26000", fmt.Sprintf("prepared statement %q does not exist", name))
+	s.poison(opParse, pgerrcode.InvalidSQLStatementName, fmt.Sprintf("prepared statement %q does not exist", name))
 	return nil
 }
 
@@ -199,7 +201,7 @@ func (s *Session) bind(msg []byte) bool {
 	portal, rest, ok := cstringView(msg[5:])
 	name, tail, ok2 := cstringView(rest)
 	if !ok || !ok2 {
-		s.fatal("08P01", "tenantproxy: malformed Bind message")
+		s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: malformed Bind message")
 		return true
 	}
 	if !s.ensureLease() {
@@ -246,7 +248,7 @@ func (s *Session) describe(msg []byte) bool {
 		name, _, ok = cstringView(body[1:])
 	}
 	if !ok {
-		s.fatal("08P01", "tenantproxy: malformed Describe message")
+		s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: malformed Describe message")
 		return true
 	}
 	if !s.ensureLease() {
@@ -289,7 +291,7 @@ func (s *Session) describe(msg []byte) bool {
 func (s *Session) execute(msg []byte) bool {
 	portal, _, ok := cstringView(msg[5:])
 	if !ok {
-		s.fatal("08P01", "tenantproxy: malformed Execute message")
+		s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: malformed Execute message")
 		return true
 	}
 	if !s.ensureLease() {
@@ -315,12 +317,12 @@ func (s *Session) execute(msg []byte) bool {
 func (s *Session) closeMsg(msg []byte) bool {
 	body := msg[5:]
 	if len(body) < 2 {
-		s.fatal("08P01", "tenantproxy: malformed Close message")
+		s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: malformed Close message")
 		return true
 	}
 	name, _, ok := cstringView(body[1:])
 	if !ok {
-		s.fatal("08P01", "tenantproxy: malformed Close message")
+		s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: malformed Close message")
 		return true
 	}
 	if body[0] == 'S' && name != "" {

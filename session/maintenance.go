@@ -3,6 +3,8 @@ package session
 import (
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgerrcode"
 )
 
 // Periodic maintenance, on the loop every quarter second: waits past wait_timeout, idle and old backends,
@@ -13,7 +15,7 @@ func (e *Engine) tick() {
 	e.pool.tick()
 	if len(e.starting) > 0 {
 		if e.cfg.WaitTimeout > 0 && e.l.now.Sub(e.starting[0].info.Opened) > e.cfg.WaitTimeout+e.dialTimeout {
-			e.failStarting("08006", "tenantproxy: cannot connect to the database server: "+e.pool.dialErr)
+			e.failStarting(pgerrcode.ConnectionFailure, "tenantproxy: cannot connect to the database server: "+e.pool.dialErr)
 		} else if e.pool.dialing == 0 && e.l.now.Sub(e.pool.dialFail) >= time.Second {
 			e.warm()
 		}
@@ -31,15 +33,15 @@ func (e *Engine) tick() {
 			}
 		}
 		for _, b := range stuck {
-			b.fail(fmt.Sprintf("the server sent nothing for [backend] query_timeout (%s)", qt), "08006")
+			b.fail(fmt.Sprintf("the server sent nothing for [backend] query_timeout (%s)", qt), pgerrcode.ConnectionFailure)
 		}
 	}
 	if e.draining {
 		for _, s := range e.sessions {
 			if s.state == stIdle || s.state == stWaiting || (s.be != nil && s.be.opsEmpty() && s.be.status == txIdle && len(s.in) == 0) {
-				s.fatal("57P01", "tenantproxy: the proxy is shutting down")
+				s.fatal(pgerrcode.AdminShutdown, "tenantproxy: the proxy is shutting down")
 			} else if !e.l.now.Before(e.drainBy) {
-				s.fatal("57P01", "tenantproxy: the proxy is shutting down; shutdown_timeout passed while the transaction was open")
+				s.fatal(pgerrcode.AdminShutdown, "tenantproxy: the proxy is shutting down; shutdown_timeout passed while the transaction was open")
 			}
 		}
 	}
@@ -62,7 +64,7 @@ func (p *pool) tick() {
 			if p.dialErr != "" && p.opened() < e.cfg.PoolSize {
 				msg += "; the last connection attempt failed: " + p.dialErr
 			}
-			s.fatal("53300", msg)
+			s.fatal(pgerrcode.TooManyConnections, msg)
 		}
 		p.maybeDial()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"go.uber.org/zap"
 )
 
@@ -171,8 +172,8 @@ func (p *pool) dialed(bc *BackendConn, err error) {
 		e.log.Warn("backend connection failed", zap.Error(err))
 		if p.opened() == 0 && p.dialing == 0 {
 			// Nothing to wait for: tell every waiting client now rather than at wait_timeout.
-			p.failWaiters("08006", "tenantproxy: cannot connect to the database server: "+p.dialErr)
-			e.failStarting("08006", "tenantproxy: cannot connect to the database server: "+p.dialErr)
+			p.failWaiters(pgerrcode.ConnectionFailure, "tenantproxy: cannot connect to the database server: "+p.dialErr)
+			e.failStarting(pgerrcode.ConnectionFailure, "tenantproxy: cannot connect to the database server: "+p.dialErr)
 		}
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/text/encoding"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/tenantproxy/tenantproxy/audit"
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 	"github.com/tenantproxy/tenantproxy/policy"
@@ -195,7 +197,7 @@ func (s *Session) flushAll() {
 	if b := s.be; b != nil && !b.c.closed {
 		b.c.flush()
 		if b.c.err != nil {
-			b.fail("write to server: "+b.c.err.Error(), "08006")
+			b.fail("write to server: "+b.c.err.Error(), pgerrcode.ConnectionFailure)
 		}
 	}
 	if s.state == stClosed {
@@ -256,11 +258,11 @@ func (s *Session) process(data []byte) int {
 		t := data[off]
 		length := int(binary.BigEndian.Uint32(data[off+1:]))
 		if length < 4 {
-			s.fatal("08P01", "tenantproxy: invalid message length")
+			s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: invalid message length")
 			return off
 		}
 		if length > max {
-			s.fatal("08P01", fmt.Sprintf("tenantproxy: message of %d bytes exceeds the limit of %d ([listen] max_message_size)", length, max))
+			s.fatal(pgerrcode.ProtocolViolation, fmt.Sprintf("tenantproxy: message of %d bytes exceeds the limit of %d ([listen] max_message_size)", length, max))
 			return off
 		}
 		if len(data)-off < 1+length {
@@ -293,7 +295,7 @@ func (s *Session) handle(t byte, msg []byte) bool {
 		// A view of the read buffer: the guard copies what it caches, and nothing else keeps it.
 		sql, _, ok := cstringView(body)
 		if !ok {
-			s.fatal("08P01", "tenantproxy: malformed Query message")
+			s.fatal(pgerrcode.ProtocolViolation, "tenantproxy: malformed Query message")
 			return true
 		}
 		return s.query(sql, msg)
@@ -301,7 +303,7 @@ func (s *Session) handle(t byte, msg []byte) bool {
 		if !s.ensureLease() {
 			return false
 		}
-		s.refuse(opQuery, "42501", "tenantproxy: the FunctionCall protocol message is not allowed: it can call any function by its OID, around the statement guard", "<FunctionCall>")
+		s.refuse(opQuery, pgerrcode.InsufficientPrivilege, "tenantproxy: the FunctionCall protocol message is not allowed: it can call any function by its OID, around the statement guard", "<FunctionCall>")
 		return true
 	case msgParse:
 		return s.parse(msg)
@@ -340,7 +342,7 @@ func (s *Session) handle(t byte, msg []byte) bool {
 		}
 		return true
 	default:
-		s.fatal("08P01", fmt.Sprintf("tenantproxy: invalid frontend message type %q", t))
+		s.fatal(pgerrcode.ProtocolViolation, fmt.Sprintf("tenantproxy: invalid frontend message type %q", t))
 		return true
 	}
 }
@@ -416,13 +418,13 @@ func (s *Session) sqlNames(v Verdict) (Verdict, bool) {
 	}
 	for _, name := range v.Prepares {
 		if reservedStmtName(name) {
-			v.Code, v.Message = "42501", fmt.Sprintf("tenantproxy: prepared statement names like %q are reserved by the proxy", name)
+			v.Code, v.Message = pgerrcode.InsufficientPrivilege, fmt.Sprintf("tenantproxy: prepared statement names like %q are reserved by the proxy", name)
 			return v, true
 		}
 	}
 	for _, name := range v.Executes {
 		if !s.sqlStmts[name] && !slices.Contains(v.Prepares, name) {
-			v.Code, v.Message = "26000", fmt.Sprintf("prepared statement %q does not exist", name)
+			v.Code, v.Message = pgerrcode.InvalidSQLStatementName, fmt.Sprintf("prepared statement %q does not exist", name)
 			return v, true
 		}
 	}
@@ -433,7 +435,7 @@ func (s *Session) sqlNames(v Verdict) (Verdict, bool) {
 		case s.sqlStmts[v.Name]:
 			v.Emulate = EmulateNone
 		default:
-			v.Code, v.Message = "26000", fmt.Sprintf("prepared statement %q does not exist", v.Name)
+			v.Code, v.Message = pgerrcode.InvalidSQLStatementName, fmt.Sprintf("prepared statement %q does not exist", v.Name)
 			return v, true
 		}
 	case EmulateDeallocateAll:
@@ -585,7 +587,7 @@ func (s *Session) leaseCarrying(text string) (ok, carried bool) {
 			return false, false
 		}
 		if s.tenant.Suspended {
-			s.fatal("57P01", fmt.Sprintf("tenantproxy: tenant %q is suspended", s.tenant.Name))
+			s.fatal(pgerrcode.AdminShutdown, fmt.Sprintf("tenantproxy: tenant %q is suspended", s.tenant.Name))
 			return false, false
 		}
 		if s.tenant.paused {
@@ -730,7 +732,7 @@ func (s *Session) onBackendIdle() {
 	if s.e.cfg.Mode == "transaction" && b.status == txIdle && !s.unsynced && s.pin == "" {
 		s.release()
 		if s.e.draining && len(s.in) == 0 {
-			s.fatal("57P01", "tenantproxy: the proxy is shutting down")
+			s.fatal(pgerrcode.AdminShutdown, "tenantproxy: the proxy is shutting down")
 			return
 		}
 	}
