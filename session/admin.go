@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgerrcode"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // What the admin console and the status page see of the relay, and the levers they pull. Everything here
@@ -364,7 +366,7 @@ func (e *Engine) markReconnect(tenant string) {
 		}
 	})
 	for _, b := range idle {
-		b.close("reconnect")
+		b.close(pgerr.CloseReconnect)
 	}
 	e.pool.maybeDial()
 	e.checkWaits()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 	"github.com/tenantproxy/tenantproxy/policy"
 )
 
@@ -411,7 +412,7 @@ func (b *backend) onReady() {
 		if s := b.detach(); s != nil {
 			s.fatal(pgerrcode.ConnectionFailure, "tenantproxy: could not apply the tenant context: "+msg)
 		}
-		b.close("setup failed")
+		b.close(pgerr.CloseSetupFailed)
 		return
 	}
 	if s := b.client; s != nil && !h.swallow {
@@ -642,21 +643,24 @@ func (b *backend) fail(reason, code string) {
 		if midMessage {
 			// Part of a message already went to the client: anything more would be read as its rest.
 			// Closing the connection is the only clear signal left.
-			s.closeReason = "server connection lost in the middle of a message: " + reason
+			s.closeReason, s.closeDetail = pgerr.CloseServerLost, "in the middle of a message: "+reason
 			s.terminate()
 		} else {
 			s.fatal(code, "tenantproxy: the server connection was lost: "+reason)
 		}
 	}
-	b.close(reason)
+	b.closeWith(pgerr.CloseError, reason)
 }
 
-// close terminates the server connection and tells the pool.
-func (b *backend) close(reason string) {
+// close terminates the server connection and tells the pool why.
+func (b *backend) close(reason pgerr.CloseReason) { b.closeWith(reason, "") }
+
+// closeWith is close with the detail of this close (the failure), for the log.
+func (b *backend) closeWith(reason pgerr.CloseReason, detail string) {
 	if b.c.closed {
 		return
 	}
 	b.c.send([]byte{msgTerminate, 0, 0, 0, 4})
 	b.c.close()
-	b.e.backendClosed(b, reason)
+	b.e.backendClosed(b, reason, detail)
 }

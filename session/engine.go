@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgerrcode"
 
 	"github.com/tenantproxy/tenantproxy/audit"
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // ErrClosed is returned by Attach after Close.
@@ -381,21 +382,13 @@ func (e *Engine) setServerParams(p map[string]string) {
 }
 
 // backendClosed updates the pool after a backend connection ended.
-func (e *Engine) backendClosed(b *backend, reason string) {
+func (e *Engine) backendClosed(b *backend, reason pgerr.CloseReason, detail string) {
 	b.setState(beClosed)
 	e.checkWaits()
 	e.unreserve()
-	e.m.BackendClose.WithLabelValues(closeReasonLabel(reason)).Inc()
-	e.log.Debug("backend closed", zap.Uint32("backend_pid", b.pid), zap.String("reason", reason))
+	e.m.BackendClose.WithLabelValues(reason.Label()).Inc()
+	e.log.Debug("backend closed", zap.Uint32("backend_pid", b.pid), zap.Stringer("reason", reason), zap.String("detail", detail))
 	e.pool.maybeDial()
-}
-
-func closeReasonLabel(reason string) string {
-	switch reason {
-	case "setup failed", "idle_timeout or max_lifetime", "max_lifetime", "shutdown", "tripwire", "rebalance":
-		return reason
-	}
-	return "error"
 }
 
 // detach separates a backend from its client without releasing it (the backend is about to close).
@@ -420,7 +413,7 @@ func (e *Engine) tripwire(b *backend, why string) {
 		audit.Log.Tripwire(audit.Conn{}, why)
 	}
 	e.log.Error("tripwire: backend identity mismatch", fields...)
-	b.close("tripwire")
+	b.close(pgerr.CloseTripwire)
 }
 
 // audit writes a structured audit record about a session.
@@ -438,10 +431,10 @@ func (e *Engine) sessionClosed(s *Session) {
 	}
 	delete(e.sessions, s.pid)
 	s.dropStatements()
-	audit.Log.Disconnect(s.auditConn(), s.closeReason)
+	audit.Log.Disconnect(s.auditConn(), s.closeText())
 	e.clients.Add(-1)
 	e.m.Clients.Dec()
-	s.logger().Info("session closed", zap.Duration("duration", e.l.now.Sub(s.info.Opened)), zap.String("reason", s.closeReason))
+	s.logger().Info("session closed", zap.Duration("duration", e.l.now.Sub(s.info.Opened)), zap.Stringer("reason", s.closeReason), zap.String("detail", s.closeDetail))
 	if e.draining && len(e.sessions) == 0 && e.drained != nil {
 		close(e.drained)
 		e.drained = nil
@@ -492,7 +485,7 @@ func (e *Engine) close() {
 			s.fatal(pgerrcode.AdminShutdown, "tenantproxy: the proxy is shutting down")
 		}
 		for _, b := range append([]*backend(nil), e.pool.idle...) {
-			b.close("shutdown")
+			b.close(pgerr.CloseShutdown)
 		}
 		close(finished)
 	}) {

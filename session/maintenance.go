@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgerrcode"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // Periodic maintenance, on the loop every quarter second: waits past wait_timeout, idle and old backends,
@@ -76,7 +78,7 @@ func (p *pool) tick() {
 		}
 	}
 	for _, b := range expired {
-		b.close("idle_timeout or max_lifetime")
+		b.close(pgerr.CloseIdleOrLifetime)
 	}
 }
 
@@ -87,5 +89,5 @@ func (p *pool) shedIdle() {
 		return
 	}
 	b := p.idle[0]
-	b.close("rebalance")
+	b.close(pgerr.CloseRebalance)
 }

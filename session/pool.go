@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"go.uber.org/zap"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
 // pool is the one shared pool of backends, owned by the loop. Sessions wait in a fair queue: one FIFO per
@@ -95,11 +97,11 @@ func (p *pool) put(b *backend) {
 		return
 	}
 	if p.e.cfg.MaxLifetime > 0 && p.e.l.now.Sub(b.created) > p.e.cfg.MaxLifetime {
-		b.close("max_lifetime")
+		b.close(pgerr.CloseMaxLifetime)
 		return
 	}
 	if b.closeNeeded {
-		b.close("reconnect")
+		b.close(pgerr.CloseReconnect)
 		return
 	}
 	b.setState(beIdle)

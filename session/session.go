@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgerrcode"
 
 	"github.com/tenantproxy/tenantproxy/audit"
+	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 	"github.com/tenantproxy/tenantproxy/policy"
 )
@@ -82,7 +83,8 @@ type Session struct {
 	unnamedOn   *backend          // where it was last parsed
 	unnamedSeq  uint64            // that backend's unnamedSeq right after
 	portals     map[string]*stmt  // portals bound to statements with SETs or emulation
-	closeReason string
+	closeReason pgerr.CloseReason // why it closed, once it does
+	closeDetail string            // and the particulars: the FATAL error, the failed write
 
 	// Statistics (pgbouncer's SHOW STATS and SHOW CLIENTS): kept on the session, where the hot path
 	// already is, and added to its tenant's when it closes (liveStats).
@@ -288,7 +290,7 @@ func (s *Session) handle(t byte, msg []byte) bool {
 	}
 	switch t {
 	case msgTerminate:
-		s.closeReason = "client terminated"
+		s.closeReason = pgerr.CloseClientTerminated
 		s.terminate()
 		return true
 	case msgQuery:
@@ -749,11 +751,19 @@ func (s *Session) release() {
 }
 
 // gone handles a client that disappeared.
-func (s *Session) gone(reason string) {
+func (s *Session) gone(detail string) {
 	if s.closeReason == "" {
-		s.closeReason = reason
+		s.closeReason, s.closeDetail = pgerr.CloseClientGone, detail
 	}
 	s.terminate()
+}
+
+// closeText is the close reason with its detail, for the audit log.
+func (s *Session) closeText() string {
+	if s.closeDetail == "" {
+		return string(s.closeReason)
+	}
+	return string(s.closeReason) + ": " + s.closeDetail
 }
 
 // fatal sends a FATAL error and closes the session.
@@ -762,7 +772,7 @@ func (s *Session) fatal(code, message string) {
 		return
 	}
 	if s.closeReason == "" {
-		s.closeReason = code + " " + message
+		s.closeReason, s.closeDetail = pgerr.CloseFatal, code+" "+message
 	}
 	s.c.send(appendError(nil, "FATAL", code, message))
 	s.terminate()
@@ -781,7 +791,7 @@ func (s *Session) terminate() {
 		if s.e.cfg.Mode == "session" {
 			b.needReset = true
 		}
-		s.e.clientLeft(b, s.unsynced, s.closeReason != "client terminated")
+		s.e.clientLeft(b, s.unsynced, s.closeReason != pgerr.CloseClientTerminated)
 	}
 	s.c.flush()
 	s.c.close()

@@ -21,6 +21,8 @@ const (
 	CloseTripwire CloseReason = "tripwire"
 	// CloseRebalance: the pool gave the slot to a tenant that waits.
 	CloseRebalance CloseReason = "rebalance"
+	// CloseReconnect: admin RECONNECT or KILL marked it to close instead of serving again.
+	CloseReconnect CloseReason = "reconnect"
 	// CloseError: the server connection failed (lost, protocol violation, write error).
 	CloseError CloseReason = "error"
 )
@@ -39,7 +41,7 @@ const (
 
 // BackendCloseReasons are the reasons a backend connection closes, in the order of the constants.
 var BackendCloseReasons = []CloseReason{CloseSetupFailed, CloseIdleOrLifetime, CloseMaxLifetime, CloseShutdown,
-	CloseTripwire, CloseRebalance, CloseError}
+	CloseTripwire, CloseRebalance, CloseReconnect, CloseError}
 
 // SessionCloseReasons are the reasons a client session closes, plus CloseShutdown.
 var SessionCloseReasons = []CloseReason{CloseClientTerminated, CloseClientGone, CloseServerLost, CloseFatal, CloseShutdown}
