@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgerrcode"
 
 	"github.com/tenantproxy/tenantproxy/audit"
+	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/pgerr"
 )
 
@@ -83,7 +84,7 @@ type Engine struct {
 	waits        []waitFor                      // admin commands waiting for a condition (admin.go)
 }
 
-// New validates cfg and builds an Engine; Start runs it.
+// New validates cfg and builds an Engine; Start runs it. Limits left zero take config.toml's defaults.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Mode != "transaction" && cfg.Mode != "session" {
 		return nil, fmt.Errorf("session: mode must be transaction or session, got %q", cfg.Mode)
@@ -104,19 +105,19 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	if cfg.MaxMessageSize <= 0 {
-		cfg.MaxMessageSize = 64 << 20
+		cfg.MaxMessageSize = config.DefaultMaxMessageSize
 	}
 	if cfg.MaxPreparedStatements <= 0 {
-		cfg.MaxPreparedStatements = 500
+		cfg.MaxPreparedStatements = config.DefaultMaxPreparedStatements
 	}
 	if cfg.MaxClientPreparedStatements <= 0 {
-		cfg.MaxClientPreparedStatements = 10000
+		cfg.MaxClientPreparedStatements = config.DefaultMaxClientPreparedStatements
 	}
 	if cfg.MaxClientPreparedBytes <= 0 {
-		cfg.MaxClientPreparedBytes = 32 << 20
+		cfg.MaxClientPreparedBytes = config.DefaultMaxClientPreparedBytes
 	}
 	if cfg.MaxClients <= 0 {
-		cfg.MaxClients = 10000
+		cfg.MaxClients = config.DefaultMaxClientConn
 	}
 	l, err := newLoop()
 	if err != nil {
