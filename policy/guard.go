@@ -182,8 +182,16 @@ type Analysis struct {
 	// SQLState is 42501 (policy), 25006 (a read-only user), 42601 (unparsable text) or 22023 (a SET with
 	// an impossible value) when Refused.
 	SQLState string
-	// Reason is the message for the client, naming what is refused and why.
+	// Reason is the message for the client, naming what is refused and why. A refusal of tenantproxy's own
+	// starts with "tenantproxy: "; an error the server itself would raise (ServerError) is worded exactly
+	// as the server words it.
 	Reason string
+	// ServerError is set when the refusal is an error PostgreSQL itself would raise for the text (a syntax
+	// error, several commands in one Parse): the client must get it exactly as the server sends it.
+	ServerError bool
+	// Position is, for a ServerError with a cursor position, the ErrorResponse Position field: 1-based, in
+	// characters of the text; 0 when there is none.
+	Position int
 	// Statement is the index, from 0, of the refused statement; -1 when the whole message is refused, and
 	// when nothing is.
 	Statement int
@@ -237,8 +245,9 @@ func (g *Guard) Check(sql string, p Profile, allowedSchemas []string) Analysis {
 func (g *Guard) CheckParse(sql string, p Profile, allowedSchemas []string) Analysis {
 	c := g.Classify(sql)
 	if c.refusal == nil && len(c.stmts) > 1 {
-		return Analysis{Refused: true, SQLState: SQLStateSyntax, Statement: 1, Statements: len(c.stmts),
-			Reason: "tenantproxy: cannot insert multiple commands into a prepared statement"}
+		// The server's own error, word for word (it has no position).
+		return Analysis{Refused: true, SQLState: SQLStateSyntax, Statement: 1, Statements: len(c.stmts), ServerError: true,
+			Reason: "cannot insert multiple commands into a prepared statement"}
 	}
 	return c.Decide(p, allowedSchemas)
 }
@@ -287,6 +296,9 @@ type refusal struct {
 	sqlState string
 	reason   string
 	stmt     int
+	// server is set for an error the server would raise itself; position is its cursor position.
+	server   bool
+	position int
 }
 
 // Classification is the tenant-independent result of parsing one message text. It is immutable and shared
@@ -304,7 +316,8 @@ func (c *Classification) Statements() int { return len(c.stmts) }
 // allowedSchemas. It does not allocate unless it refuses.
 func (c *Classification) Decide(p Profile, allowedSchemas []string) Analysis {
 	if r := c.refusal; r != nil {
-		return Analysis{Refused: true, SQLState: r.sqlState, Reason: r.reason, Statement: r.stmt, Statements: len(c.stmts)}
+		return Analysis{Refused: true, SQLState: r.sqlState, Reason: r.reason, Statement: r.stmt, Statements: len(c.stmts),
+			ServerError: r.server, Position: r.position}
 	}
 	if p != ProfileApp && p != ProfileReadonly && p != ProfileOwner {
 		return Analysis{Refused: true, SQLState: SQLStatePolicy, Statement: -1, Statements: len(c.stmts),

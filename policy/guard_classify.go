@@ -30,7 +30,12 @@ func (g *Guard) classify(sql string) (c *Classification) {
 	}
 	tree, err := parseSQL(sql)
 	if err != nil {
-		return refusedText(SQLStateSyntax, "tenantproxy: the statement cannot be parsed: "+parseErrorMessage(err))
+		// The server parses with the same grammar and would raise this error itself: the client gets it
+		// exactly as the server raises it, message and position, without tenantproxy's prefix.
+		c := refusedText(SQLStateSyntax, parseErrorMessage(err))
+		c.refusal.position = parseErrorPosition(err)
+		c.refusal.server = true
+		return c
 	}
 	c = &Classification{stmts: make([]stmtInfo, len(tree.Stmts))}
 	for i, raw := range tree.Stmts {
@@ -74,6 +79,16 @@ func parseErrorMessage(err error) string {
 		return perr.Message
 	}
 	return err.Error()
+}
+
+// parseErrorPosition returns the parser's cursor position for err: 1-based, in characters, as
+// PostgreSQL's ErrorResponse Position field counts; 0 when the error has none.
+func parseErrorPosition(err error) int {
+	var perr *parser.Error
+	if errors.As(err, &perr) && perr.Cursorpos > 0 {
+		return perr.Cursorpos
+	}
+	return 0
 }
 
 // stmtText returns the text of one statement of src.

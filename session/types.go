@@ -110,6 +110,13 @@ type Verdict struct {
 	Refused bool
 	Code    string // SQLSTATE of the refusal
 	Message string
+	// Position is the ErrorResponse Position field of a refusal that is the server's own error (a syntax
+	// error): 1-based, in characters; 0 for none. The relay sends it as field 'P'.
+	Position int
+	// Terminate is set for SELECT pg_terminate_backend(pg_backend_pid()): the statement runs, the server
+	// ends the backend with FATAL 57P01, and the relay passes that FATAL to the client, closes the client
+	// and never reuses the backend.
+	Terminate bool
 	// Emulate is set when the relay answers the statement itself.
 	Emulate Emulation
 	// Name is the statement name of EmulateDeallocate.

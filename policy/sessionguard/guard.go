@@ -142,7 +142,7 @@ func (pg *Guard) Check(sql string, profile string, t *Tenant, parse bool) Verdic
 // verdict turns the guard's analysis into what the relay does.
 func (pg *Guard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 	if a.Refused {
-		return Verdict{Refused: true, Code: a.SQLState, Message: a.Reason}
+		return Verdict{Refused: true, Code: a.SQLState, Message: a.Reason, Position: a.Position}
 	}
 	if len(a.Effects) == 0 {
 		return Verdict{}
