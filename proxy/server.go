@@ -384,8 +384,10 @@ func (s *Server) bridge(tlsConn, plain net.Conn) {
 func (s *Server) startupFailed(conn net.Conn, log *zap.Logger, err error) {
 	var pe *protoError
 	if errors.As(err, &pe) {
-		log.Info("startup refused", zap.String("sqlstate", pe.code), zap.String("reason", pe.msg))
-		s.fatal(conn, pe.code, pe.msg)
+		log.Info("startup refused", zap.String("sqlstate", pe.code), zap.String("reason", pe.msg), zap.Bool("silent", pe.silent))
+		if !pe.silent {
+			s.fatal(conn, pe.code, pe.msg)
+		}
 		return
 	}
 	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {

@@ -35,7 +35,9 @@ func readStartup(r io.Reader) (*startupPacket, error) {
 	}
 	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n < 8 || n > maxStartupBytes {
-		return nil, &protoError{code: "08P01", msg: fmt.Sprintf("invalid startup packet length %d", n)}
+		// Not a startup packet (a client that writes Terminate first, an HTTP request): PostgreSQL logs
+		// "invalid length of startup packet" and closes without a word.
+		return nil, &protoError{code: "08P01", msg: fmt.Sprintf("invalid length of startup packet (%d)", n), silent: true}
 	}
 	body := make([]byte, n-4)
 	if _, err := io.ReadFull(r, body); err != nil {
@@ -54,12 +56,12 @@ func parseStartup(body []byte) (*startupPacket, error) {
 	switch p.code {
 	case codeSSLRequest, codeGSSENC:
 		if len(rest) != 0 {
-			return nil, &protoError{code: "08P01", msg: "invalid SSL or GSS encryption request"}
+			return nil, &protoError{code: "08P01", msg: "invalid length of startup packet (SSL or GSS encryption request with a body)", silent: true}
 		}
 		return p, nil
 	case codeCancel:
 		if len(rest) < 8 || len(rest) > 4+256 {
-			return nil, &protoError{code: "08P01", msg: "invalid cancel request"}
+			return nil, &protoError{code: "08P01", msg: "invalid length of startup packet (cancel request)", silent: true}
 		}
 		p.cancelPID = binary.BigEndian.Uint32(rest)
 		p.cancelKey = append([]byte(nil), rest[4:]...)
@@ -112,6 +114,10 @@ func cut0(b []byte) (string, []byte, bool) {
 // protoError is a startup-phase failure with the SQLSTATE the client gets.
 type protoError struct {
 	code, msg string
+	// silent failures are logged and the connection closed without a message, as PostgreSQL answers
+	// bytes that are not a startup packet (its COMMERROR): a client that sent them does not speak the
+	// protocol, and some drivers crash on an ErrorResponse they did not expect.
+	silent bool
 }
 
 func (e *protoError) Error() string { return e.msg }
