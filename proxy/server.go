@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,14 +28,6 @@ import (
 	"github.com/tenantproxy/tenantproxy/session"
 )
 
-// trackedParams are the startup parameters passed on to the relay (lower-cased names). Every other
-// parameter — options, role, search_path, replication and the rest — is dropped: it never reaches a
-// backend.
-var trackedParams = map[string]bool{
-	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
-	"intervalstyle": true, "extra_float_digits": true,
-}
-
 // Engine is the part of the relay the front door uses.
 type Engine interface {
 	Attach(fd int, info session.ClientInfo) error
@@ -51,6 +42,7 @@ type Server struct {
 	router *routing.Router
 
 	cfg      atomic.Pointer[config.Config]
+	guard    atomic.Pointer[policy.Guard] // judges startup parameters as SET
 	tls      *tls.Config
 	cbData   []byte
 	failures *failureLimiter
@@ -67,6 +59,7 @@ type Server struct {
 func New(cfg *config.Config, engine Engine, router *routing.Router, log *zap.Logger) (*Server, error) {
 	s := &Server{log: log, engine: engine, router: router, conns: map[net.Conn]struct{}{}, failures: newFailureLimiter()}
 	s.cfg.Store(cfg)
+	s.guard.Store(startupGuard(cfg))
 	if cfg.Listen.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.Listen.TLSCertFile, cfg.Listen.TLSKeyFile)
 		if err != nil {
@@ -84,7 +77,10 @@ func New(cfg *config.Config, engine Engine, router *routing.Router, log *zap.Log
 }
 
 // SetConfig applies a reloaded configuration to new connections (users, auth method, tenancy).
-func (s *Server) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
+func (s *Server) SetConfig(cfg *config.Config) {
+	s.guard.Store(startupGuard(cfg))
+	s.cfg.Store(cfg)
+}
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
 func (s *Server) Serve(ln net.Listener) error {
@@ -236,29 +232,6 @@ func (s *Server) handle(c net.Conn) {
 		s.fatal(conn, "53300", fmt.Sprintf("tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
 		return
 	}
-	params := map[string]string{}
-	var dropped []string
-	for _, name := range pkt.order {
-		lname := strings.ToLower(name)
-		if !trackedParams[lname] {
-			if name != "user" && name != "database" {
-				dropped = append(dropped, name)
-			}
-			continue
-		}
-		params[lname] = pkt.params[name]
-	}
-	if enc := params["client_encoding"]; enc != "" {
-		if policy.IsClientOnlyEncoding(enc) {
-			s.fatal(conn, "22023", fmt.Sprintf("tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
-			return
-		}
-		params["client_encoding"] = canonicalEncoding(enc)
-	}
-	if len(dropped) > 0 {
-		log.Debug("startup parameters dropped", zap.Strings("params", dropped))
-	}
-
 	snap := s.router.Snapshot()
 	id, rerr := snap.Identify(user, database)
 	if rerr != nil {
@@ -316,6 +289,14 @@ func (s *Server) handle(c net.Conn) {
 		profile = u.Profile
 	}
 	if _, err := conn.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 0}); err != nil {
+		return
+	}
+	// Like PostgreSQL, the settings of the startup packet are applied, or fail the connection, after
+	// authentication (see params.go).
+	params, perr := s.startupSettings(cfg, pkt, profile, t)
+	if perr != nil {
+		log.Info("startup parameter refused", zap.String("sqlstate", perr.code), zap.String("reason", perr.msg))
+		s.fatal(conn, perr.code, perr.msg)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -414,22 +395,11 @@ func (s *Server) Wait(ctx context.Context) {
 	}
 }
 
-// canonicalEncoding spells an encoding name as the server reports it for the common names (asyncpg, for
-// one, sends 'utf-8'); others are passed on as given and the server judges them.
+// canonicalEncoding spells an encoding name as the server reports it ("EUC_JP" for "eucjp", "UTF8" for
+// asyncpg's "utf-8"); a name PostgreSQL does not know is passed on as given.
 func canonicalEncoding(name string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(name) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		}
-	}
-	switch b.String() {
-	case "utf8", "unicode":
-		return "UTF8"
-	case "sqlascii":
-		return "SQL_ASCII"
-	case "latin1", "iso88591":
-		return "LATIN1"
+	if official, ok := policy.CanonicalEncoding(name); ok {
+		return official
 	}
 	return name
 }
