@@ -233,6 +233,9 @@ func NewGuard(cfg GuardConfig) *Guard {
 	return &Guard{tenantSetting: tenant, cache: newVerdictCache(cfg.CacheSize, cfg.MaxCachedLen)}
 }
 
+// TenantSetting returns the guard's tenant setting, lower-cased ("" when none is configured).
+func (g *Guard) TenantSetting() string { return g.tenantSetting }
+
 // Check decides whether a simple Query message with text sql may run for a user of profile p whose tenant
 // owns allowedSchemas (the only schemas search_path may name, as PostgreSQL spells them: unquoted
 // lower-case names). A cached verdict costs a map lookup and does not allocate.

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgerrcode"
+	"go.uber.org/zap"
 
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/policy"
@@ -13,8 +14,11 @@ import (
 // Startup parameters other than user, database and replication are settings, as on PostgreSQL: those the
 // guard would allow as SET are handed to the relay, which applies them on every lease like a tracked SET;
 // any other fails the connection with the error PostgreSQL gives for an unknown setting (42704), or with
-// 42501 naming it for one the tenant may not set (role, session_authorization, another schema on
-// search_path, a custom setting). The options parameter is read as the server reads it: -c name=value,
+// 42501 naming it for one the tenant may not set (session_replication_role, a custom setting, ...). The
+// settings that make the tenant's context — role, session_authorization, search_path, the tenant setting —
+// stay the tenant's: a client's startup value for them is ignored (and logged), as is
+// standard_conforming_strings, which stays on for the guard's parser; a client-only client_encoding fails
+// the connection with 22023. The options parameter is read as the server reads it: -c name=value,
 // -cname=value and --name=value, split at white space that is not escaped with a backslash.
 
 // startupGuard returns the guard that judges startup parameters: the rules of SET, with the tenant
@@ -29,8 +33,17 @@ func (s *Server) startupSettings(cfg *config.Config, pkt *startupPacket, profile
 	if err != nil {
 		return nil, &protoError{code: pgerrcode.InsufficientPrivilege, msg: "tenantproxy: the user's profile is unknown, so no statement may run"}
 	}
-	return clientSettings(pkt, s.guard.Load(), p, policy.ContextFor(cfg, t).AllowedSchemas())
+	var ignored []string
+	out, perr := clientSettings(pkt, s.guard.Load(), p, policy.ContextFor(cfg, t).AllowedSchemas(), &ignored)
+	if len(ignored) > 0 {
+		s.log.Info("startup parameters ignored: they stay the tenant's", zap.String("tenant", t.Name), zap.Strings("params", ignored))
+	}
+	return out, perr
 }
+
+// tenantContext are the settings whose startup values are ignored: they stay the tenant's (and
+// standard_conforming_strings stays on).
+var tenantContext = map[string]bool{"role": true, "session_authorization": true, "search_path": true, "standard_conforming_strings": true}
 
 // notSettings are the startup parameters that are not settings: the front door handles them itself.
 var notSettings = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
@@ -43,7 +56,7 @@ const serverSwitches = "BbCDdEeFfhijklNnOPprSsTtvW"
 // the value the relay replays, or the FATAL error to give the client. application_name is always among
 // them (empty when the client sent none, as PostgreSQL reports it), from fallback_application_name when
 // only that was sent.
-func clientSettings(pkt *startupPacket, g *policy.Guard, profile policy.Profile, allowed []string) (map[string]string, *protoError) {
+func clientSettings(pkt *startupPacket, g *policy.Guard, profile policy.Profile, allowed []string, ignored *[]string) (map[string]string, *protoError) {
 	type setting struct{ name, value string }
 	var list []setting
 	if opts, ok := lookup(pkt, "options"); ok {
@@ -69,8 +82,15 @@ func clientSettings(pkt *startupPacket, g *policy.Guard, profile policy.Profile,
 	}
 	out := map[string]string{}
 	for _, st := range list {
+		if lower, ok := policy.NormalizeSettingName(st.name); ok && (tenantContext[lower] || lower == g.TenantSetting()) {
+			*ignored = append(*ignored, st.name)
+			continue
+		}
 		if !policy.IsServerSetting(st.name) {
 			return nil, &protoError{code: pgerrcode.UndefinedObject, msg: fmt.Sprintf("unrecognized configuration parameter %q", st.name)}
+		}
+		if lower, _ := policy.NormalizeSettingName(st.name); lower == "client_encoding" && policy.IsClientOnlyEncoding(st.value) {
+			return nil, &protoError{code: pgerrcode.InvalidParameterValue, msg: fmt.Sprintf("tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", st.value)}
 		}
 		a := g.StartupSetting(st.name, st.value, profile, allowed)
 		if a.Refused {
