@@ -200,6 +200,9 @@ type Analysis struct {
 	// Effects lists, in statement order, what the statements do that the session must act on. It is shared
 	// by every caller of the same text and must not be modified.
 	Effects []Effect
+	// Spans are where the statements lie in the text, one per statement (when it is not refused), for
+	// rewriting one statement of several. Shared like Effects.
+	Spans []Span
 }
 
 // GuardConfig configures a Guard.
@@ -310,7 +313,12 @@ type Classification struct {
 	refusal *refusal
 	stmts   []stmtInfo
 	effects []Effect
+	spans   []Span
 }
+
+// Span is where one statement of a message lies in its text: bytes [Start, End), without the semicolon
+// that ends it.
+type Span struct{ Start, End int }
 
 // Statements returns the number of statements in the text (0 when it cannot be parsed).
 func (c *Classification) Statements() int { return len(c.stmts) }
@@ -337,7 +345,7 @@ func (c *Classification) Decide(p Profile, allowedSchemas []string) Analysis {
 			}
 		}
 	}
-	return Analysis{Statement: -1, Statements: len(c.stmts), Effects: c.effects}
+	return Analysis{Statement: -1, Statements: len(c.stmts), Effects: c.effects, Spans: c.spans}
 }
 
 // profileRefusal returns why profile p may not run the statement, and the SQLSTATE, or "" when it may.

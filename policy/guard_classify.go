@@ -37,8 +37,9 @@ func (g *Guard) classify(sql string) (c *Classification) {
 		c.refusal.server = true
 		return c
 	}
-	c = &Classification{stmts: make([]stmtInfo, len(tree.Stmts))}
+	c = &Classification{stmts: make([]stmtInfo, len(tree.Stmts)), spans: make([]Span, len(tree.Stmts))}
 	for i, raw := range tree.Stmts {
+		c.spans[i] = stmtSpan(sql, raw)
 		s := stmtCtx{g: g, idx: i, text: stmtText(sql, raw)}
 		s.top(raw.Stmt)
 		c.stmts[i] = s.info
@@ -89,6 +90,18 @@ func parseErrorPosition(err error) int {
 		return perr.Cursorpos
 	}
 	return 0
+}
+
+// stmtSpan returns where one statement of src lies.
+func stmtSpan(src string, raw *pg_query.RawStmt) Span {
+	start, n := int(raw.GetStmtLocation()), int(raw.GetStmtLen())
+	if start < 0 || start > len(src) {
+		return Span{len(src), len(src)}
+	}
+	if n <= 0 || start+n > len(src) {
+		return Span{start, len(src)}
+	}
+	return Span{start, start + n}
 }
 
 // stmtText returns the text of one statement of src.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/tenantproxy/tenantproxy/internal/pgident"
 	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/session"
@@ -148,6 +150,7 @@ func (pg *Guard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 		return Verdict{}
 	}
 	var v Verdict
+	var rw rewrites
 	for _, e := range a.Effects {
 		switch e.Kind {
 		case policy.EffectSetTracked:
@@ -183,7 +186,14 @@ func (pg *Guard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 		case policy.EffectHoldCursor:
 			v.Pin = "WITH HOLD cursor " + e.Name
 		case policy.EffectListen, policy.EffectUnlisten, policy.EffectNotify:
-			return scopeChannel(sql, a.Statements, e, t, v)
+			text, pin, refused := scopeChannel(stmtOf(sql, a, e.Stmt), e, t)
+			if refused != nil {
+				return *refused
+			}
+			if pin != "" {
+				v.Pin = pin
+			}
+			rw.add(e.Stmt, text)
 		case policy.EffectAdvisoryLock:
 			v.Pin = "session advisory lock (" + e.Name + ")"
 		case policy.EffectPrepare:
@@ -200,7 +210,75 @@ func (pg *Guard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 			}
 		}
 	}
+	if len(rw) > 0 {
+		text, ok := rw.apply(sql, a)
+		if !ok {
+			return Verdict{Refused: true, Code: pgerrcode.FeatureNotSupported, Message: "tenantproxy: LISTEN, UNLISTEN and NOTIFY among other statements of a message with non-ASCII text must be sent alone, so the proxy can keep channels within the tenant"}
+		}
+		v.Rewrite = text
+	}
 	return v
+}
+
+// rewrites are statements of a message the relay sends in another form (tenant-scoped channels).
+type rewrites []struct {
+	stmt int
+	text string
+}
+
+func (r *rewrites) add(stmt int, text string) {
+	*r = append(*r, struct {
+		stmt int
+		text string
+	}{stmt, text})
+}
+
+// apply returns the message text with each rewritten statement in place of the client's, the others as
+// the client wrote them. A message of one statement is the rewritten statement alone. Several statements
+// are rewritten in place only when the text is ASCII: the guard reads text converted to UTF-8 from the
+// client's encoding, and the offsets of the other statements are those of that text.
+func (r rewrites) apply(sql string, a policy.Analysis) (string, bool) {
+	if a.Statements == 1 && len(r) == 1 {
+		return r[0].text, true
+	}
+	if len(a.Spans) != a.Statements || !isASCII(sql) {
+		return "", false
+	}
+	var b strings.Builder
+	at := 0
+	for _, w := range r {
+		sp := a.Spans[w.stmt]
+		if sp.Start < at || sp.End > len(sql) {
+			return "", false
+		}
+		_, lead := keywordAt(sql[sp.Start:sp.End]) // the white space and comments before it stay
+		b.WriteString(sql[at : sp.Start+lead])
+		b.WriteString(w.text)
+		at = sp.End
+	}
+	b.WriteString(sql[at:])
+	return b.String(), true
+}
+
+// stmtOf returns the text of statement i of the message.
+func stmtOf(sql string, a policy.Analysis, i int) string {
+	if i < 0 || i >= len(a.Spans) {
+		return sql
+	}
+	sp := a.Spans[i]
+	if sp.Start < 0 || sp.End > len(sql) || sp.Start > sp.End {
+		return sql
+	}
+	return sql[sp.Start:sp.End]
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Notification channels are database-wide, so the relay gives each tenant its own: LISTEN, UNLISTEN and
@@ -211,43 +289,44 @@ func (pg *Guard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 // channelSep separates the tenant from the client's channel name on the server.
 const channelSep = session.ChannelSeparator
 
-// scopeChannel rewrites a lone LISTEN, UNLISTEN or NOTIFY to the tenant's channel.
-func scopeChannel(sql string, statements int, e policy.Effect, t *Tenant, v Verdict) Verdict {
-	refuse := func(code, msg string) Verdict {
-		return Verdict{Refused: true, Code: code, Message: msg}
+// scopeChannel returns the statement that stands for a LISTEN, UNLISTEN or NOTIFY (stmt is its text) on
+// the tenant's channel, and the pin LISTEN needs; or the refusal.
+func scopeChannel(stmt string, e policy.Effect, t *Tenant) (text, pin string, refused *Verdict) {
+	refuse := func(code, msg string) (string, string, *Verdict) {
+		return "", "", &Verdict{Refused: true, Code: code, Message: msg}
 	}
-	kw := firstKeyword(sql)
-	if e.Kind == policy.EffectNotify && kw != "notify" {
-		return refuse("42501", "tenantproxy: pg_notify() is not allowed: channels are shared by all tenants; use NOTIFY, which the proxy keeps within the tenant")
-	}
-	if statements != 1 {
-		return refuse("0A000", "tenantproxy: LISTEN, UNLISTEN and NOTIFY must be sent alone, one statement per message, so the proxy can keep channels within the tenant")
+	if e.Kind == policy.EffectNotify && firstKeyword(stmt) != "notify" {
+		return refuse(pgerrcode.InsufficientPrivilege, "tenantproxy: pg_notify() is not allowed: channels are shared by all tenants; use NOTIFY, which the proxy keeps within the tenant")
 	}
 	if e.Kind == policy.EffectUnlisten && e.Name == "" {
-		v.Rewrite = "UNLISTEN *"
-		return v
+		return "UNLISTEN *", "", nil
 	}
 	channel := t.Name + channelSep + e.Name
 	if len(channel) > 63 {
-		return refuse("42622", fmt.Sprintf("tenantproxy: channel name %q is too long: with the tenant's prefix it must fit in 63 bytes", e.Name))
+		return refuse(pgerrcode.NameTooLong, fmt.Sprintf("tenantproxy: channel name %q is too long: with the tenant's prefix it must fit in 63 bytes", e.Name))
 	}
 	switch e.Kind {
 	case policy.EffectListen:
-		v.Pin = "LISTEN " + e.Name
-		v.Rewrite = "LISTEN " + pgident.Quote(channel)
+		return "LISTEN " + pgident.Quote(channel), "LISTEN " + e.Name, nil
 	case policy.EffectUnlisten:
-		v.Rewrite = "UNLISTEN " + pgident.Quote(channel)
-	case policy.EffectNotify:
-		v.Rewrite = "NOTIFY " + pgident.Quote(channel)
-		if e.Value != "" {
-			v.Rewrite += ", " + pgident.QuoteLiteral(e.Value)
-		}
+		return "UNLISTEN " + pgident.Quote(channel), "", nil
 	}
-	return v
+	text = "NOTIFY " + pgident.Quote(channel)
+	if e.Value != "" {
+		text += ", " + pgident.QuoteLiteral(e.Value)
+	}
+	return text, "", nil
 }
 
 // firstKeyword returns the first word of sql, lower-cased, after white space and comments.
 func firstKeyword(sql string) string {
+	kw, _ := keywordAt(sql)
+	return kw
+}
+
+// keywordAt returns the first word of sql, lower-cased, and where it starts, after white space, comments
+// and opening parentheses.
+func keywordAt(sql string) (string, int) {
 	i := 0
 	for i < len(sql) {
 		switch {
@@ -278,8 +357,8 @@ func firstKeyword(sql string) string {
 			for j < len(sql) && (sql[j]|0x20 >= 'a' && sql[j]|0x20 <= 'z') {
 				j++
 			}
-			return strings.ToLower(sql[i:j])
+			return strings.ToLower(sql[i:j]), i
 		}
 	}
-	return ""
+	return "", len(sql)
 }
