@@ -117,6 +117,9 @@ const (
 	EffectRelease
 	// EffectRollbackTo is ROLLBACK TO SAVEPOINT (Name is the savepoint): settings changed after it revert.
 	EffectRollbackTo
+	// EffectTerminateSelf is SELECT pg_terminate_backend(pg_backend_pid()): the client ends its own
+	// session, which the session answers as PostgreSQL does (FATAL 57P01), closing the backend.
+	EffectTerminateSelf
 )
 
 var effectNames = [...]string{
@@ -126,7 +129,7 @@ var effectNames = [...]string{
 	EffectNotify: "notify", EffectAdvisoryLock: "advisory lock", EffectAdvisoryUnlock: "advisory unlock",
 	EffectPrepare: "prepare", EffectExecute: "execute", EffectDeallocate: "deallocate", EffectBegin: "begin",
 	EffectCommit: "commit", EffectRollback: "rollback", EffectSavepoint: "savepoint", EffectRelease: "release",
-	EffectRollbackTo: "rollback to",
+	EffectRollbackTo: "rollback to", EffectTerminateSelf: "terminate self",
 }
 
 // String returns a short lower-case name of k for logs.

@@ -30,9 +30,14 @@ func (g *Guard) classify(sql string) (c *Classification) {
 	}
 	tree, err := parseSQL(sql)
 	if err != nil {
+		var perr *parser.Error
+		if !errors.As(err, &perr) || perr.Message == "" {
+			// Not the grammar's error (text that is not UTF-8, which pg_query cannot carry): tenantproxy's.
+			return refusedText(SQLStateSyntax, "tenantproxy: the statement cannot be parsed: "+parseErrorMessage(err))
+		}
 		// The server parses with the same grammar and would raise this error itself: the client gets it
 		// exactly as the server raises it, message and position, without tenantproxy's prefix.
-		c := refusedText(SQLStateSyntax, parseErrorMessage(err))
+		c := refusedText(SQLStateSyntax, perr.Message)
 		c.refusal.position = parseErrorPosition(err)
 		c.refusal.server = true
 		return c
@@ -160,6 +165,9 @@ func (s *stmtCtx) effect(e Effect) {
 // top classifies a top-level statement: first by its kind, then by walking its whole tree for function
 // calls, relations and nested data-modifying statements.
 func (s *stmtCtx) top(n *pg_query.Node) {
+	if s.harmless(n) {
+		return
+	}
 	s.stmt(n)
 	if n != nil {
 		s.walk(n.ProtoReflect())

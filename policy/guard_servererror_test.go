@@ -50,3 +50,54 @@ func TestCheckParseGivesTheServersMultipleCommandsError(t *testing.T) {
 		t.Errorf("an own refusal: got %+v, want tenantproxy's prefix and no ServerError", own)
 	}
 }
+
+// TestCheckAllowsHarmlessFormsOnly checks the statements that are refused in general but harmless in one
+// exact form: that form is allowed with its effect, and every variation of it stays refused.
+func TestCheckAllowsHarmlessFormsOnly(t *testing.T) {
+	g := newTestGuard()
+	tests := []struct {
+		sql     string
+		allowed bool
+		effect  EffectKind
+	}{
+		{"SELECT pg_terminate_backend(pg_backend_pid())", true, EffectTerminateSelf},
+		{"select PG_CATALOG.pg_terminate_backend( pg_catalog.pg_backend_pid() ) AS bye", true, EffectTerminateSelf},
+		{"SELECT /* c */ pg_terminate_backend(pg_backend_pid());", true, EffectTerminateSelf},
+		{"SELECT pg_terminate_backend(42)", false, 0},
+		{"SELECT pg_terminate_backend(pg_backend_pid() + 1)", false, 0},
+		{"SELECT pg_terminate_backend(pg_backend_pid(), 1000)", false, 0},
+		{"SELECT pg_terminate_backend(pg_backend_pid()) FROM employees", false, 0},
+		{"SELECT pg_terminate_backend(pg_backend_pid()), 1", false, 0},
+		{"SELECT pg_terminate_backend(pg_backend_pid()) WHERE true", false, 0},
+		{"SELECT evil.pg_terminate_backend(pg_backend_pid())", false, 0},
+		{"SELECT pg_terminate_backend(evil.pg_backend_pid())", false, 0},
+		{"SELECT pg_cancel_backend(pg_backend_pid())", false, 0},
+		{"CREATE EXTENSION IF NOT EXISTS hstore", true, EffectNone},
+		{`create extension if not exists "uuid-ossp"`, true, EffectNone},
+		{"CREATE EXTENSION hstore", false, 0},
+		{"CREATE EXTENSION IF NOT EXISTS hstore SCHEMA acme", false, 0},
+		{"CREATE EXTENSION IF NOT EXISTS hstore CASCADE", false, 0},
+		{"CREATE EXTENSION IF NOT EXISTS hstore VERSION '1.0'", false, 0},
+		{"RESET search_path", true, EffectSetTracked},
+		{"SET search_path TO DEFAULT", true, EffectSetTracked},
+		{"SET LOCAL search_path TO DEFAULT", true, EffectSetLocal},
+		{"SELECT set_config('statement_timeout', '1s', true)", false, 0},
+	}
+	for _, tt := range tests {
+		a := g.Check(tt.sql, ProfileApp, tenantSchemas)
+		if a.Refused == tt.allowed {
+			t.Errorf("%q: refused=%v (%s), want allowed=%v", tt.sql, a.Refused, a.Reason, tt.allowed)
+			continue
+		}
+		if !tt.allowed {
+			continue
+		}
+		var kinds []EffectKind
+		for _, e := range a.Effects {
+			kinds = append(kinds, e.Kind)
+		}
+		if (tt.effect == EffectNone && len(kinds) != 0) || (tt.effect != EffectNone && (len(kinds) != 1 || kinds[0] != tt.effect)) {
+			t.Errorf("%q: effects %v, want %v", tt.sql, kinds, tt.effect)
+		}
+	}
+}

@@ -157,10 +157,22 @@ func (pg *Guard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 			st := Setting{Name: e.Name, Reset: e.Reset}
 			if e.Name == "search_path" {
 				st.Values = e.List
+				if e.Reset {
+					rw.add(e.Stmt, "SET search_path TO "+tenantSearchPath(t))
+				}
 			} else {
 				st.Values = []string{e.Value}
 			}
 			v.Sets = append(v.Sets, st)
+		case policy.EffectSetLocal:
+			if e.Name == "search_path" && e.Reset {
+				rw.add(e.Stmt, "SET LOCAL search_path TO "+tenantSearchPath(t))
+			}
+		case policy.EffectTerminateSelf:
+			if a.Statements != 1 {
+				return Verdict{Refused: true, Code: pgerrcode.FeatureNotSupported, Message: "tenantproxy: SELECT pg_terminate_backend(pg_backend_pid()) must be sent alone, one statement per message"}
+			}
+			v.Terminate = true
 		case policy.EffectCommit:
 			if e.Chain {
 				v.Sets = append(v.Sets, Setting{Savepoint: session.CommitChain})
@@ -213,14 +225,28 @@ func (pg *Guard) verdict(sql string, a policy.Analysis, t *Tenant) Verdict {
 	if len(rw) > 0 {
 		text, ok := rw.apply(sql, a)
 		if !ok {
-			return Verdict{Refused: true, Code: pgerrcode.FeatureNotSupported, Message: "tenantproxy: LISTEN, UNLISTEN and NOTIFY among other statements of a message with non-ASCII text must be sent alone, so the proxy can keep channels within the tenant"}
+			return Verdict{Refused: true, Code: pgerrcode.FeatureNotSupported, Message: "tenantproxy: LISTEN, UNLISTEN, NOTIFY and RESET search_path among other statements of a message with non-ASCII text must be sent alone, so the proxy can rewrite them for the tenant"}
 		}
 		v.Rewrite = text
 	}
 	return v
 }
 
-// rewrites are statements of a message the relay sends in another form (tenant-scoped channels).
+// tenantSearchPath is the tenant's own search_path, quoted: what RESET search_path restores.
+func tenantSearchPath(t *Tenant) string {
+	path := policy.TenantSearchPath(t.AllowedSchemas)
+	if len(path) == 0 {
+		return "''"
+	}
+	quoted := make([]string, len(path))
+	for i, p := range path {
+		quoted[i] = pgident.Quote(p)
+	}
+	return strings.Join(quoted, ", ")
+}
+
+// rewrites are statements of a message the relay sends in another form (tenant-scoped channels, the
+// tenant's search_path for RESET search_path).
 type rewrites []struct {
 	stmt int
 	text string
