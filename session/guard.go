@@ -1,5 +1,7 @@
 package session
 
+import "strconv"
+
 // The statement guard is not part of the relay: the relay asks its Config.Guard (the Guard interface in
 // types.go) for a Verdict on every Query and Parse message. The production guard, which adapts the
 // statement guard of package policy (refusals, emulations, pins, tracked settings, tenant-scoped
@@ -12,3 +14,40 @@ const channelSep = "."
 
 // ChannelSeparator is channelSep, for guards that rewrite channels.
 const ChannelSeparator = channelSep
+
+// appendRefusal appends the ErrorResponse of a refused statement: severity ERROR, the Verdict's SQLSTATE
+// and message, and its Position (field 'P') when it is the server's own error with a cursor position, so
+// that drivers show the column as on a direct connection.
+//
+// Relay hook (issue 15 item 1): the poison op must carry v.Position, and backend.onError must answer a
+// poison with appendRefusal instead of appendError.
+func appendRefusal(b []byte, v Verdict) []byte {
+	b, st := beginMsg(b, msgErrorResponse)
+	b = append(b, 'S')
+	b = appendCString(b, "ERROR")
+	b = append(b, 'V')
+	b = appendCString(b, "ERROR")
+	b = append(b, 'C')
+	b = appendCString(b, v.Code)
+	b = append(b, 'M')
+	b = appendCString(b, v.Message)
+	if v.Position > 0 {
+		b = append(b, 'P')
+		b = appendCString(b, strconv.Itoa(v.Position))
+	}
+	b = append(b, 0)
+	return endMsg(b, st)
+}
+
+// terminatedMessage is PostgreSQL's FATAL for a backend ended by pg_terminate_backend.
+const terminatedMessage = "terminating connection due to administrator command"
+
+// appendTerminated appends the FATAL 57P01 PostgreSQL sends a client whose backend was terminated.
+//
+// Relay hook (issue 15 item 7): on a Verdict with Terminate, the relay sends nothing to the server; it
+// queues appendTerminated for the client and closes it (as Session.fatal does), and closes the backend
+// the client holds, if any, instead of resetting it (backend.close), so that it is never reused — its
+// open transaction is rolled back by the server as the connection ends, as on PostgreSQL.
+func appendTerminated(b []byte) []byte {
+	return appendError(b, "FATAL", "57P01", terminatedMessage)
+}
