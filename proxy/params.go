@@ -53,9 +53,9 @@ var notSettings = map[string]bool{"user": true, "database": true, "replication":
 const serverSwitches = "BbCDdEeFfhijklNnOPprSsTtvW"
 
 // clientSettings returns the settings the client asked for at startup, by canonical lower-case name, with
-// the value the relay replays, or the FATAL error to give the client. application_name is always among
-// them (empty when the client sent none, as PostgreSQL reports it), from fallback_application_name when
-// only that was sent.
+// the value the relay replays, or the FATAL error to give the client. application_name comes from
+// fallback_application_name when only that was sent; when neither was, the backend's own (empty, as the
+// pool dials without one) is in force, and the relay reports it empty, as PostgreSQL does.
 func clientSettings(pkt *startupPacket, g *policy.Guard, profile policy.Profile, allowed []string, ignored *[]string) (map[string]string, *protoError) {
 	type setting struct{ name, value string }
 	var list []setting
@@ -107,7 +107,7 @@ func clientSettings(pkt *startupPacket, g *policy.Guard, profile policy.Profile,
 			out[e.Name] = v
 		}
 	}
-	if _, ok := out["application_name"]; !ok {
+	if _, ok := out["application_name"]; !ok && fallback != "" {
 		out["application_name"] = fallback
 	}
 	return out, nil

@@ -54,18 +54,18 @@ func TestClientSettingsAppliesWhatSETAllowsAndRefusesTheRestAsPostgreSQL(t *test
 		code    string
 		msg     string
 	}{
-		{name: "no parameters: empty application_name", want: map[string]string{"application_name": ""}},
+		{name: "no parameters", want: map[string]string{}},
 		{name: "tracked and generic settings", params: []string{"application_name", "app", "statement_timeout", "5s", "IdLe_In_Transaction_Session_Timeout", "3s", "DateStyle", "ISO, DMY"},
 			want: map[string]string{"application_name": "app", "statement_timeout": "5s", "idle_in_transaction_session_timeout": "3s", "datestyle": "ISO, DMY"}},
 		{name: "options", params: []string{"options", "-c default_transaction_isolation=serializable --work-mem=8MB"},
-			want: map[string]string{"application_name": "", "default_transaction_isolation": "serializable", "work_mem": "8MB"}},
+			want: map[string]string{"default_transaction_isolation": "serializable", "work_mem": "8MB"}},
 		{name: "a parameter overrides options", params: []string{"options", "-c statement_timeout=1s", "statement_timeout", "2s"},
-			want: map[string]string{"application_name": "", "statement_timeout": "2s"}},
+			want: map[string]string{"statement_timeout": "2s"}},
 		{name: "fallback_application_name", params: []string{"fallback_application_name", "fb"}, want: map[string]string{"application_name": "fb"}},
 		{name: "application_name wins over the fallback", params: []string{"fallback_application_name", "fb", "application_name", "app"}, want: map[string]string{"application_name": "app"}},
-		{name: "client_encoding as the server spells it", params: []string{"client_encoding", "eucjp"}, want: map[string]string{"application_name": "", "client_encoding": "EUC_JP"}},
+		{name: "client_encoding as the server spells it", params: []string{"client_encoding", "eucjp"}, want: map[string]string{"client_encoding": "EUC_JP"}},
 		{name: "the tenant's context is ignored", params: []string{"search_path", "globex", "options", "-c role=postgres --session-authorization=x", "tenantproxy.Tenant", "globex", "standard_conforming_strings", "off"},
-			want: map[string]string{"application_name": ""}},
+			want: map[string]string{}},
 		{name: "unknown parameter", params: []string{"foo", "1"}, code: pgerrcode.UndefinedObject, msg: `unrecognized configuration parameter "foo"`},
 		{name: "unknown in options", params: []string{"options", "-c no_such_thing=1"}, code: pgerrcode.UndefinedObject, msg: `unrecognized configuration parameter "no_such_thing"`},
 		{name: "a custom setting", params: []string{"app.user_id", "7"}, code: pgerrcode.InsufficientPrivilege, msg: "tenantproxy: startup parameter app.user_id is not allowed: custom settings (with a dot in the name) are reserved, since a row-level security policy may trust them"},
