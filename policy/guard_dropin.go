@@ -55,6 +55,12 @@ func isSelfTerminate(n *pg_query.Node) bool {
 	if sel == nil || len(sel.GetTargetList()) != 1 {
 		return false
 	}
+	// Cheap first: only a call of pg_terminate_backend is worth comparing in full (every other
+	// single-column SELECT passes here without an allocation).
+	names := sel.GetTargetList()[0].GetResTarget().GetVal().GetFuncCall().GetFuncname()
+	if len(names) == 0 || names[len(names)-1].GetString_().GetSval() != "pg_terminate_backend" {
+		return false
+	}
 	c := proto.Clone(sel).(*pg_query.SelectStmt)
 	canonicalSelect(c)
 	return proto.Equal(c, selfTerminateTemplate)
