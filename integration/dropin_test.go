@@ -185,6 +185,22 @@ func TestStartupSettingsAreInForceAsOnTheServer(t *testing.T) {
 				}
 				conn.Close(ctx)
 			}
+			t.Run("psql PGOPTIONS", func(t *testing.T) {
+				out, errOut, err := runPsql(t, p.TenantURL("acme"), []string{"PGOPTIONS=-c statement_timeout=1234ms --lock-timeout=2s"},
+					"-c", "SHOW statement_timeout", "-c", "SHOW lock_timeout")
+				fields := strings.Fields(out)
+				if err != nil || len(fields) != 2 || fields[0] != want["statement_timeout"] || fields[1] != want["lock_timeout"] {
+					t.Errorf("psql with PGOPTIONS shows %q (%v %s), want %s and %s", out, err, errOut, want["statement_timeout"], want["lock_timeout"])
+				}
+			})
+			t.Run("lib/pq", func(t *testing.T) {
+				db := openPQ(t, p.TenantURL("acme")+"&statement_timeout=1234ms&options="+url.QueryEscape("-c work_mem=8MB"))
+				var st, wm string
+				if err := db.QueryRowContext(ctx, "SELECT current_setting('statement_timeout'), current_setting('work_mem')").Scan(&st, &wm); err != nil ||
+					st != want["statement_timeout"] || wm != want["work_mem"] {
+					t.Errorf("lib/pq: statement_timeout %q work_mem %q (%v), want %s and %s", st, wm, err, want["statement_timeout"], want["work_mem"])
+				}
+			})
 		})
 	}
 }
