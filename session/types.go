@@ -39,8 +39,9 @@ type ClientInfo struct {
 	Profile string
 	Addr    string
 	TLS     bool
-	// Params are the client's startup parameters that the relay tracks and applies on every lease
-	// (application_name, client_encoding, DateStyle, TimeZone, IntervalStyle, extra_float_digits).
+	// Params are the client's startup settings that the relay tracks and applies on every lease, by
+	// lower-case name: every setting the guard would allow as SET (the front door judged them), with the
+	// value to SET.
 	Params map[string]string
 	// Opened is when the client connected.
 	Opened time.Time
