@@ -180,7 +180,7 @@ func TestNotificationsStayWithinTenant(t *testing.T) {
 		{name: "acme listens on the server-side name of globex's channel", acmeListen: `LISTEN "globex.chan5"`, globexListen: "LISTEN chan5",
 			acmeNotify: `NOTIFY "globex.chan5", 'acme secret forged'`, globexNotify: "NOTIFY chan5, 'globex secret notification'", acmeHearsOwn: true, globexHears: true},
 		{name: "LISTEN and NOTIFY among other statements", acmeListen: "SELECT 1; LISTEN chan8", globexListen: "LISTEN chan8; SELECT 1",
-			acmeNotify: `NOTIFY chan8, 'acme secret notification'; NOTIFY "globex.chan8", 'acme secret forged'`,
+			acmeNotify:   `NOTIFY chan8, 'acme secret notification'; NOTIFY "globex.chan8", 'acme secret forged'`,
 			globexNotify: "SELECT 1; NOTIFY chan8, 'globex secret notification'", acmeHearsOwn: true, globexHears: true},
 		{name: "extended protocol", extended: true, acmeListen: "LISTEN chan6", globexListen: "LISTEN chan6",
 			acmeNotify: "NOTIFY chan6, 'acme secret notification'", globexNotify: "NOTIFY chan6, 'globex secret notification'", acmeHearsOwn: true, globexHears: true},
