@@ -374,15 +374,18 @@ func TestHarmlessStatementsAnsweredAsTheServerAnswers(t *testing.T) {
 			if pe := pgErr(t, "CREATE EXTENSION IF NOT EXISTS hstore", err); pe.Code != pgerrcode.InsufficientPrivilege && pe.Code != pgerrcode.UndefinedFile {
 				t.Errorf("a missing extension: %s %q, want the server's refusal", pe.Code, pe.Message)
 			}
-			for _, reset := range []string{"RESET search_path", "SET search_path TO DEFAULT"} {
-				if _, err := conn.Exec(ctx, "SET search_path TO public"); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := conn.Exec(ctx, reset); err != nil {
-					t.Fatalf("%s: %v", reset, err)
-				}
-				for i := 0; i < 2; i++ {
-					wantIdentity(t, ctx, conn, "acme")
+			ext := connectPgx(t, ctx, p.TenantURL("acme"), pgx.QueryExecModeExec)
+			for _, c := range []*pgx.Conn{conn, ext} {
+				for _, reset := range []string{"RESET search_path", "SET search_path TO DEFAULT"} {
+					if _, err := c.Exec(ctx, "SET search_path TO public"); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := c.Exec(ctx, reset); err != nil {
+						t.Fatalf("%s: %v", reset, err)
+					}
+					for i := 0; i < 2; i++ {
+						wantIdentity(t, ctx, c, "acme")
+					}
 				}
 			}
 		})
