@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgerrcode"
@@ -104,4 +105,26 @@ func TestCanonicalEncodingSpellsAsTheServerReports(t *testing.T) {
 			t.Errorf("canonicalEncoding(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzParseOptions feeds arbitrary options parameters to the reader: it never panics, and what it accepts
+// is name=value pairs whose names hold no dash (ParseLongOption's underscores).
+func FuzzParseOptions(f *testing.F) {
+	for _, s := range []string{"-c a=b", `--x-y=1 -cz=\ 2`, "-c", "--", "- c", `-c a=\`, "-c=1", "\t-c\ta=b\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, opts string) {
+		kvs, perr := parseOptions(opts)
+		if perr != nil {
+			if perr.code == "" || perr.msg == "" {
+				t.Fatalf("%q: refusal without code or message: %+v", opts, perr)
+			}
+			return
+		}
+		for _, kv := range kvs {
+			if strings.Contains(kv[0], "-") {
+				t.Fatalf("%q: name %q", opts, kv[0])
+			}
+		}
+	})
 }
