@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tenantproxy/tenantproxy/integration/pgtest"
 )
 
 // startupCatcher listens for one client and returns the user and database of its startup packet: what a
@@ -69,7 +71,11 @@ func psqlSends(t *testing.T, c *startupCatcher, uri string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "psql", "-X", "-w", "-d", uri, "-c", "SELECT 1")
+	psql := "psql"
+	if dir, err := pgtest.BinDir(); err == nil {
+		psql = filepath.Join(dir, "psql")
+	}
+	cmd := exec.CommandContext(ctx, psql, "-X", "-w", "-d", uri, "-c", "SELECT 1")
 	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=10", "PGPASSFILE="+os.DevNull, "PGSERVICEFILE="+os.DevNull)
 	out, _ := cmd.CombinedOutput()
 	select {
