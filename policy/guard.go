@@ -117,6 +117,9 @@ const (
 	EffectRelease
 	// EffectRollbackTo is ROLLBACK TO SAVEPOINT (Name is the savepoint): settings changed after it revert.
 	EffectRollbackTo
+	// EffectTerminateSelf is SELECT pg_terminate_backend(pg_backend_pid()): the client ends its own
+	// session, which the session answers as PostgreSQL does (FATAL 57P01), closing the backend.
+	EffectTerminateSelf
 )
 
 var effectNames = [...]string{
@@ -126,7 +129,7 @@ var effectNames = [...]string{
 	EffectNotify: "notify", EffectAdvisoryLock: "advisory lock", EffectAdvisoryUnlock: "advisory unlock",
 	EffectPrepare: "prepare", EffectExecute: "execute", EffectDeallocate: "deallocate", EffectBegin: "begin",
 	EffectCommit: "commit", EffectRollback: "rollback", EffectSavepoint: "savepoint", EffectRelease: "release",
-	EffectRollbackTo: "rollback to",
+	EffectRollbackTo: "rollback to", EffectTerminateSelf: "terminate self",
 }
 
 // String returns a short lower-case name of k for logs.
@@ -182,8 +185,16 @@ type Analysis struct {
 	// SQLState is 42501 (policy), 25006 (a read-only user), 42601 (unparsable text) or 22023 (a SET with
 	// an impossible value) when Refused.
 	SQLState string
-	// Reason is the message for the client, naming what is refused and why.
+	// Reason is the message for the client, naming what is refused and why. A refusal of tenantproxy's own
+	// starts with "tenantproxy: "; an error the server itself would raise (ServerError) is worded exactly
+	// as the server words it.
 	Reason string
+	// ServerError is set when the refusal is an error PostgreSQL itself would raise for the text (a syntax
+	// error, several commands in one Parse): the client must get it exactly as the server sends it.
+	ServerError bool
+	// Position is, for a ServerError with a cursor position, the ErrorResponse Position field: 1-based, in
+	// characters of the text; 0 when there is none.
+	Position int
 	// Statement is the index, from 0, of the refused statement; -1 when the whole message is refused, and
 	// when nothing is.
 	Statement int
@@ -192,6 +203,9 @@ type Analysis struct {
 	// Effects lists, in statement order, what the statements do that the session must act on. It is shared
 	// by every caller of the same text and must not be modified.
 	Effects []Effect
+	// Spans are where the statements lie in the text, one per statement (when it is not refused), for
+	// rewriting one statement of several. Shared like Effects.
+	Spans []Span
 }
 
 // GuardConfig configures a Guard.
@@ -225,6 +239,9 @@ func NewGuard(cfg GuardConfig) *Guard {
 	return &Guard{tenantSetting: tenant, cache: newVerdictCache(cfg.CacheSize, cfg.MaxCachedLen)}
 }
 
+// TenantSetting returns the guard's tenant setting, lower-cased ("" when none is configured).
+func (g *Guard) TenantSetting() string { return g.tenantSetting }
+
 // Check decides whether a simple Query message with text sql may run for a user of profile p whose tenant
 // owns allowedSchemas (the only schemas search_path may name, as PostgreSQL spells them: unquoted
 // lower-case names). A cached verdict costs a map lookup and does not allocate.
@@ -237,8 +254,9 @@ func (g *Guard) Check(sql string, p Profile, allowedSchemas []string) Analysis {
 func (g *Guard) CheckParse(sql string, p Profile, allowedSchemas []string) Analysis {
 	c := g.Classify(sql)
 	if c.refusal == nil && len(c.stmts) > 1 {
-		return Analysis{Refused: true, SQLState: SQLStateSyntax, Statement: 1, Statements: len(c.stmts),
-			Reason: "tenantproxy: cannot insert multiple commands into a prepared statement"}
+		// The server's own error, word for word (it has no position).
+		return Analysis{Refused: true, SQLState: SQLStateSyntax, Statement: 1, Statements: len(c.stmts), ServerError: true,
+			Reason: "cannot insert multiple commands into a prepared statement"}
 	}
 	return c.Decide(p, allowedSchemas)
 }
@@ -287,6 +305,9 @@ type refusal struct {
 	sqlState string
 	reason   string
 	stmt     int
+	// server is set for an error the server would raise itself; position is its cursor position.
+	server   bool
+	position int
 }
 
 // Classification is the tenant-independent result of parsing one message text. It is immutable and shared
@@ -295,7 +316,12 @@ type Classification struct {
 	refusal *refusal
 	stmts   []stmtInfo
 	effects []Effect
+	spans   []Span
 }
+
+// Span is where one statement of a message lies in its text: bytes [Start, End), without the semicolon
+// that ends it.
+type Span struct{ Start, End int }
 
 // Statements returns the number of statements in the text (0 when it cannot be parsed).
 func (c *Classification) Statements() int { return len(c.stmts) }
@@ -304,7 +330,8 @@ func (c *Classification) Statements() int { return len(c.stmts) }
 // allowedSchemas. It does not allocate unless it refuses.
 func (c *Classification) Decide(p Profile, allowedSchemas []string) Analysis {
 	if r := c.refusal; r != nil {
-		return Analysis{Refused: true, SQLState: r.sqlState, Reason: r.reason, Statement: r.stmt, Statements: len(c.stmts)}
+		return Analysis{Refused: true, SQLState: r.sqlState, Reason: r.reason, Statement: r.stmt, Statements: len(c.stmts),
+			ServerError: r.server, Position: r.position}
 	}
 	if p != ProfileApp && p != ProfileReadonly && p != ProfileOwner {
 		return Analysis{Refused: true, SQLState: SQLStatePolicy, Statement: -1, Statements: len(c.stmts),
@@ -321,7 +348,7 @@ func (c *Classification) Decide(p Profile, allowedSchemas []string) Analysis {
 			}
 		}
 	}
-	return Analysis{Statement: -1, Statements: len(c.stmts), Effects: c.effects}
+	return Analysis{Statement: -1, Statements: len(c.stmts), Effects: c.effects, Spans: c.spans}
 }
 
 // profileRefusal returns why profile p may not run the statement, and the SQLSTATE, or "" when it may.

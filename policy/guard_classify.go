@@ -30,10 +30,21 @@ func (g *Guard) classify(sql string) (c *Classification) {
 	}
 	tree, err := parseSQL(sql)
 	if err != nil {
-		return refusedText(SQLStateSyntax, "tenantproxy: the statement cannot be parsed: "+parseErrorMessage(err))
+		var perr *parser.Error
+		if !errors.As(err, &perr) || perr.Message == "" {
+			// Not the grammar's error (text that is not UTF-8, which pg_query cannot carry): tenantproxy's.
+			return refusedText(SQLStateSyntax, "tenantproxy: the statement cannot be parsed: "+parseErrorMessage(err))
+		}
+		// The server parses with the same grammar and would raise this error itself: the client gets it
+		// exactly as the server raises it, message and position, without tenantproxy's prefix.
+		c := refusedText(SQLStateSyntax, perr.Message)
+		c.refusal.position = parseErrorPosition(err)
+		c.refusal.server = true
+		return c
 	}
-	c = &Classification{stmts: make([]stmtInfo, len(tree.Stmts))}
+	c = &Classification{stmts: make([]stmtInfo, len(tree.Stmts)), spans: make([]Span, len(tree.Stmts))}
 	for i, raw := range tree.Stmts {
+		c.spans[i] = stmtSpan(sql, raw)
 		s := stmtCtx{g: g, idx: i, text: stmtText(sql, raw)}
 		s.top(raw.Stmt)
 		c.stmts[i] = s.info
@@ -74,6 +85,28 @@ func parseErrorMessage(err error) string {
 		return perr.Message
 	}
 	return err.Error()
+}
+
+// parseErrorPosition returns the parser's cursor position for err: 1-based, in characters, as
+// PostgreSQL's ErrorResponse Position field counts; 0 when the error has none.
+func parseErrorPosition(err error) int {
+	var perr *parser.Error
+	if errors.As(err, &perr) && perr.Cursorpos > 0 {
+		return perr.Cursorpos
+	}
+	return 0
+}
+
+// stmtSpan returns where one statement of src lies.
+func stmtSpan(src string, raw *pg_query.RawStmt) Span {
+	start, n := int(raw.GetStmtLocation()), int(raw.GetStmtLen())
+	if start < 0 || start > len(src) {
+		return Span{len(src), len(src)}
+	}
+	if n <= 0 || start+n > len(src) {
+		return Span{start, len(src)}
+	}
+	return Span{start, start + n}
 }
 
 // stmtText returns the text of one statement of src.
@@ -132,6 +165,9 @@ func (s *stmtCtx) effect(e Effect) {
 // top classifies a top-level statement: first by its kind, then by walking its whole tree for function
 // calls, relations and nested data-modifying statements.
 func (s *stmtCtx) top(n *pg_query.Node) {
+	if s.harmless(n) {
+		return
+	}
 	s.stmt(n)
 	if n != nil {
 		s.walk(n.ProtoReflect())

@@ -171,7 +171,9 @@ func (s *stmtCtx) applySetting(ch settingChange) {
 	switch r.kind {
 	case settingSearchPath:
 		if ch.reset {
-			s.refuse(SQLStatePolicy, "%s is not allowed: it would drop the tenant's search_path; name the tenant's schemas with SET search_path TO ...", ch.what)
+			// RESET search_path (SET search_path TO DEFAULT) restores the tenant's search_path, not the
+			// server's default: the session rewrites it (see policy/sessionguard).
+			s.effect(e)
 			return
 		}
 		s.info.schemas = append(s.info.schemas, ch.args...)

@@ -190,8 +190,6 @@ var escapes = []struct{ sql, reason string }{
 	{"SET LOCAL search_path = globex", "globex"},
 	{"BEGIN; SET LOCAL search_path TO globex; SELECT * FROM employees; COMMIT", "globex"},
 	{"SET search_path = pg_catalog", "pg_catalog"},
-	{"RESET search_path", "RESET search_path is not allowed"},
-	{"SET search_path TO DEFAULT", "SET search_path is not allowed"},
 	{"CREATE FUNCTION acme.f() RETURNS int LANGUAGE sql SET search_path = globex AS 'select 1'", "globex"},
 	{"SET tenantproxy.tenant = 'globex'", "SET tenantproxy.tenant is not allowed: it carries the tenant"},
 	{`SET "TenantProxy"."Tenant" = 'globex'`, "tenantproxy.tenant"},
@@ -273,10 +271,7 @@ var escapes = []struct{ sql, reason string }{
 	{"CREATE LANGUAGE plperl", "installed by the administrator"},
 	{"CREATE CONVERSION acme.c FOR 'UTF8' TO 'LATIN1' FROM f", "encoding conversions"},
 
-	// Unparsable text.
-	{"SELEKT 1", "cannot be parsed: syntax error"},
-	{"SELECT 'unterminated", "cannot be parsed"},
-	{"SELECT 1; RESET ROLE; SELEKT", "cannot be parsed"},
+	// A zero byte (unparsable text gets the server's own error: TestCheckGivesTheServersParseErrors).
 	{"SELECT 1\x00; RESET ROLE", "zero byte"},
 }
 

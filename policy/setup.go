@@ -52,6 +52,15 @@ func (x Context) AllowedSchemas() []string {
 	return append(out, "pg_catalog")
 }
 
+// TenantSearchPath returns the tenant's configured search_path from its AllowedSchemas (which end with
+// pg_catalog): what RESET search_path restores.
+func TenantSearchPath(allowed []string) []string {
+	if n := len(allowed); n > 0 && allowed[n-1] == "pg_catalog" {
+		return allowed[:n-1]
+	}
+	return allowed
+}
+
 // VerifySQL is the tripwire's query: it returns one row with one boolean, true when the backend's session
 // user is the pool role, its role and tenant setting are the tenant's, and every schema on its effective
 // search_path is one the tenant may use (the client may reorder or narrow them, never add another).

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,7 +25,6 @@ import (
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/internal/netfd"
 	"github.com/tenantproxy/tenantproxy/internal/pgerr"
-	"github.com/tenantproxy/tenantproxy/internal/pgparam"
 	"github.com/tenantproxy/tenantproxy/policy"
 	"github.com/tenantproxy/tenantproxy/proxy/auth"
 	"github.com/tenantproxy/tenantproxy/routing"
@@ -60,6 +58,7 @@ type Server struct {
 	CancelHook func(pid, secret uint32) bool
 
 	cfg      atomic.Pointer[config.Config]
+	guard    atomic.Pointer[policy.Guard] // judges startup parameters as SET
 	tls      *tls.Config
 	cbData   []byte
 	failures *failureLimiter
@@ -76,6 +75,7 @@ type Server struct {
 func New(cfg *config.Config, engine Engine, router *routing.Router, log *zap.Logger) (*Server, error) {
 	s := &Server{log: log, engine: engine, router: router, conns: map[net.Conn]struct{}{}, failures: newFailureLimiter()}
 	s.cfg.Store(cfg)
+	s.guard.Store(startupGuard(cfg))
 	if cfg.Listen.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.Listen.TLSCertFile, cfg.Listen.TLSKeyFile)
 		if err != nil {
@@ -108,7 +108,10 @@ func (s *Server) authFailed(user, addr, tenant, sqlstate, reason string) {
 }
 
 // SetConfig applies a reloaded configuration to new connections (users, auth method, tenancy).
-func (s *Server) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
+func (s *Server) SetConfig(cfg *config.Config) {
+	s.guard.Store(startupGuard(cfg))
+	s.cfg.Store(cfg)
+}
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
 func (s *Server) Serve(ln net.Listener) error {
@@ -279,29 +282,6 @@ func (s *Server) handle(c net.Conn) {
 		s.fatal(conn, pgerr.Fatalf(pgerrcode.TooManyConnections, "tenantproxy: too many client connections (%d); [pool] max_client_conn is %d", n, cfg.Pool.MaxClientConn))
 		return
 	}
-	params := map[string]string{}
-	var dropped []string
-	for _, name := range pkt.order {
-		lname := strings.ToLower(name)
-		if !pgparam.IsTrackedStartup(lname) { // every other parameter is dropped: it never reaches a backend
-			if name != "user" && name != "database" {
-				dropped = append(dropped, name)
-			}
-			continue
-		}
-		params[lname] = pkt.params[name]
-	}
-	if enc := params["client_encoding"]; enc != "" {
-		if policy.IsClientOnlyEncoding(enc) {
-			s.fatal(conn, pgerr.Fatalf(pgerrcode.InvalidParameterValue, "tenantproxy: client_encoding %q is not supported: its multibyte characters can hide quotes from a SQL parser; use UTF8", enc))
-			return
-		}
-		params["client_encoding"] = pgparam.CanonicalEncoding(enc)
-	}
-	if len(dropped) > 0 {
-		log.Debug("startup parameters dropped", zap.Strings("params", dropped))
-	}
-
 	snap := s.router.Snapshot()
 	var id routing.Identity
 	var rerr *pgerr.Error
@@ -368,6 +348,14 @@ func (s *Server) handle(c net.Conn) {
 	s.failures.succeed(addr)
 	profile := snap.User(id.User).Profile // Authorize found the user; config gave it a profile
 	if _, err := conn.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 0}); err != nil {
+		return
+	}
+	// Like PostgreSQL, the settings of the startup packet are applied, or fail the connection, after
+	// authentication (see params.go).
+	params, perr := s.startupSettings(cfg, pkt, string(profile), t)
+	if perr != nil {
+		log.Info("startup parameter refused", zap.String("sqlstate", perr.Code), zap.String("reason", perr.Message))
+		s.fatal(conn, perr)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -455,8 +443,10 @@ func (s *Server) bridge(tlsConn, plain net.Conn) {
 func (s *Server) startupFailed(conn net.Conn, log *zap.Logger, err error) {
 	var pe *pgerr.Error
 	if errors.As(err, &pe) {
-		log.Info("startup refused", zap.String("sqlstate", pe.Code), zap.String("reason", pe.Message))
-		s.fatal(conn, pe)
+		log.Info("startup refused", zap.String("sqlstate", pe.Code), zap.String("reason", pe.Message), zap.Bool("silent", pe.Silent))
+		if !pe.Silent {
+			s.fatal(conn, pe)
+		}
 		return
 	}
 	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {

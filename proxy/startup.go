@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"strings"
 
@@ -38,7 +39,9 @@ func readStartup(r io.Reader) (*startupPacket, error) {
 	}
 	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n < 8 || n > maxStartupBytes {
-		return nil, pgerr.Fatalf(pgerrcode.ProtocolViolation, "invalid startup packet length %d", n)
+		// Not a startup packet (a client that writes Terminate first, an HTTP request): PostgreSQL logs
+		// "invalid length of startup packet" and closes without a word.
+		return nil, &pgerr.Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: fmt.Sprintf("invalid length of startup packet (%d)", n), Silent: true}
 	}
 	body := make([]byte, n-4)
 	if _, err := io.ReadFull(r, body); err != nil {
@@ -57,12 +60,12 @@ func parseStartup(body []byte) (*startupPacket, error) {
 	switch p.code {
 	case codeSSLRequest, codeGSSENC:
 		if len(rest) != 0 {
-			return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid SSL or GSS encryption request")
+			return nil, &pgerr.Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "invalid length of startup packet (SSL or GSS encryption request with a body)", Silent: true}
 		}
 		return p, nil
 	case codeCancel:
 		if len(rest) < 8 || len(rest) > 4+256 {
-			return nil, pgerr.Fatal(pgerrcode.ProtocolViolation, "invalid cancel request")
+			return nil, &pgerr.Error{Severity: pgerr.SeverityFatal, Code: pgerrcode.ProtocolViolation, Message: "invalid length of startup packet (cancel request)", Silent: true}
 		}
 		p.cancelPID = binary.BigEndian.Uint32(rest)
 		p.cancelKey = append([]byte(nil), rest[4:]...)

@@ -35,6 +35,7 @@ type op struct {
 	poison  bool   // the request was refused: its error is replaced by the refusal below
 	code    string // refusal SQLSTATE
 	msg     string // refusal message
+	pos     int    // refusal Position, when the refusal is the server's own error (a syntax error)
 	synth   []byte // for opSynthetic
 	stmt    uint64 // prepared statement id of opParse, or of opClose when the relay evicts it
 	name    string // the client's name for the statement of opParse
@@ -377,6 +378,7 @@ func (b *backend) endMessage() {
 		done = t == msgCommandComplete || t == msgEmptyQuery || t == msgPortalSuspended
 		if t == msgCommandComplete && len(h.sets) > 0 && b.client != nil {
 			b.client.addPending(h.sets)
+			b.client.followEncoding() // the server switches client_encoding at once, also in a transaction
 		}
 	case opClose:
 		done = t == msgCloseComplete
@@ -418,6 +420,7 @@ func (b *backend) onReady() {
 	if s := b.client; s != nil && !h.swallow {
 		if !h.errored && len(h.sets) > 0 {
 			s.addPending(h.sets)
+			s.followEncoding()
 		}
 		// Settings take effect as the server keeps them: when their transaction ends, unless it was
 		// rolled back (the tag of a ROLLBACK, and of a COMMIT of a failed transaction, is ROLLBACK).
@@ -426,6 +429,7 @@ func (b *backend) onReady() {
 				s.applySets(s.pendingSets)
 			}
 			s.pendingSets = s.pendingSets[:0]
+			s.followEncoding() // a ROLLBACK switched client_encoding back
 		}
 		b.settingsSQL = s.settingsSQL
 		if b.status == txIdle && !s.xactStart.IsZero() {
@@ -461,7 +465,7 @@ func (b *backend) onError() {
 	switch {
 	case h.poison && code == pgerrcode.SyntaxError && strings.Contains(msg, poisonSQL):
 		if s := b.client; s != nil {
-			s.c.queue(appendError(nil, "ERROR", h.code, h.msg))
+			s.c.setBuf(appendRefusal(s.c.buf(), Verdict{Code: h.code, Message: h.msg, Position: h.pos}))
 		}
 	case h.quiet:
 	case h.verify:

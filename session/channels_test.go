@@ -41,7 +41,11 @@ func TestNotificationChannelsScopedToTenant(t *testing.T) {
 		{"UNLISTEN foo", `Q UNLISTEN "acme.foo"`, "CommandComplete UNLISTEN"},
 		{"UNLISTEN *", `Q UNLISTEN *`, "CommandComplete UNLISTEN"},
 		{"SELECT pg_notify('foo', 'x')", "Q " + poisonSQL, "ErrorResponse ERROR 42501 tenantproxy: pg_notify() is not allowed"},
-		{"LISTEN a; SELECT 1", "Q " + poisonSQL, "ErrorResponse ERROR 0A000"},
+		{"LISTEN a; SELECT 1", `Q LISTEN "acme.a"; SELECT 1`, "CommandComplete LISTEN"},
+		{"LISTEN foo; NOTIFY foo, 'x'", `Q LISTEN "acme.foo"; NOTIFY "acme.foo", 'x'`, "CommandComplete LISTEN"},
+		{"SELECT 1;\n  /* c */ NOTIFY bar;UNLISTEN foo", "Q SELECT 1;\n  /* c */ NOTIFY \"acme.bar\";UNLISTEN \"acme.foo\"", "RowDescription"},
+		{"NOTIFY foo, 'café'; SELECT 1", "Q " + poisonSQL, "ErrorResponse ERROR 0A000"},
+		{"NOTIFY foo; SELECT pg_notify('foo', 'x')", "Q " + poisonSQL, "ErrorResponse ERROR 42501 tenantproxy: pg_notify() is not allowed"},
 		{"LISTEN " + strings.Repeat("x", 60), "Q " + poisonSQL, "ErrorResponse ERROR 42622"},
 	}
 	for _, tt := range tests {

@@ -72,3 +72,32 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// followEncoding points the guard's decoder at the client_encoding in force on the server now. The server
+// switches client_encoding as soon as SET succeeds, also inside a transaction block, and ROLLBACK (or
+// ROLLBACK TO a savepoint before it) switches back: so the encoding in force is that of the last SET of
+// client_encoding among the open transaction's pending settings, else the session's tracked one.
+// The relay calls it after addPending adds a completed statement's settings and after the pending
+// settings of a transaction are dropped; applySets at COMMIT sets it too.
+func (s *Session) followEncoding() {
+	for i := len(s.pendingSets) - 1; i >= 0; i-- {
+		st := s.pendingSets[i]
+		if st.Savepoint != NoSavepoint || !strings.EqualFold(st.Name, "client_encoding") {
+			continue
+		}
+		switch {
+		case !st.Reset && len(st.Values) > 0:
+			s.setEncoding(st.Values[0])
+		case len(s.startup["client_encoding"]) > 0:
+			s.setEncoding(s.startup["client_encoding"][0])
+		default:
+			s.decoder = nil
+		}
+		return
+	}
+	if v := s.settings["client_encoding"]; len(v) > 0 {
+		s.setEncoding(v[0])
+	} else {
+		s.decoder = nil
+	}
+}

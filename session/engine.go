@@ -338,17 +338,26 @@ func (e *Engine) startupSettings(info ClientInfo) map[string][]string {
 // maxStartupMaps bounds the shared startup maps; past it they are forgotten (sessions keep theirs).
 const maxStartupMaps = 4096
 
-// sendStartup tells the client its parameters, its cancel key, and that it may send queries.
+// sendStartup tells the client its parameters, its cancel key, and that it may send queries. The
+// parameters are those the server reports (its GUC_REPORT settings, as the backends reported them at
+// login), each with the client's own value where the client set it at startup, and application_name,
+// which PostgreSQL always reports: the client's, or empty.
 func (s *Session) sendStartup() {
 	out := s.c.buf()
-	reported := map[string]string{}
+	reported := make(map[string]string, len(s.e.serverParams)+4)
+	spelled := make(map[string]string, len(s.e.serverParams))
 	for k, v := range s.e.serverParams {
 		reported[k] = v
+		spelled[strings.ToLower(k)] = k
 	}
-	for k, v := range s.info.Params {
-		if name, ok := trackedStartup[k]; ok && name != "extra_float_digits" {
-			reported[name] = v
+	for k, v := range s.startup {
+		if name, ok := spelled[strings.ToLower(k)]; ok && len(v) > 0 {
+			reported[name] = strings.Join(v, ", ")
 		}
+	}
+	reported["application_name"] = ""
+	if v := s.startup["application_name"]; len(v) > 0 {
+		reported["application_name"] = v[0]
 	}
 	reported["is_superuser"] = "off"
 	reported["session_authorization"] = s.info.User

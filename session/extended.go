@@ -26,11 +26,11 @@ func (s *Session) parse(msg []byte) bool {
 	s.unsynced = true
 	v, fail := s.sqlNames(orig)
 	if fail {
-		s.poison(opParse, v.Code, v.Message)
+		s.poison(opParse, v)
 		return true
 	}
 	if v.Refused {
-		s.refuse(opParse, v.Code, v.Message, query)
+		s.refuse(opParse, v, query)
 		return true
 	}
 	s.keepNames(orig)
@@ -40,12 +40,12 @@ func (s *Session) parse(msg []byte) bool {
 	b := s.be
 	if name != "" {
 		if _, exists := s.stmts[name]; exists {
-			s.poison(opParse, pgerrcode.DuplicatePreparedStatement, fmt.Sprintf("prepared statement %q already exists", name))
+			s.poison(opParse, Verdict{Code: pgerrcode.DuplicatePreparedStatement, Message: fmt.Sprintf("prepared statement %q already exists", name)})
 			return true
 		}
 		if len(s.stmts) >= s.e.cfg.MaxClientPreparedStatements || s.stmtBytes+len(query) > s.e.cfg.MaxClientPreparedBytes {
-			s.poison(opParse, pgerrcode.ConfigurationLimitExceeded, fmt.Sprintf("tenantproxy: too many prepared statements: a client may keep %d statements of %d bytes in all ([pool] max_client_prepared_statements, max_client_prepared_bytes); close some",
-				s.e.cfg.MaxClientPreparedStatements, s.e.cfg.MaxClientPreparedBytes))
+			s.poison(opParse, Verdict{Code: pgerrcode.ConfigurationLimitExceeded, Message: fmt.Sprintf("tenantproxy: too many prepared statements: a client may keep %d statements of %d bytes in all ([pool] max_client_prepared_statements, max_client_prepared_bytes); close some",
+				s.e.cfg.MaxClientPreparedStatements, s.e.cfg.MaxClientPreparedBytes)})
 			return true
 		}
 	}
@@ -186,13 +186,13 @@ func (s *Session) lookupStmt(name string) *stmt {
 		if s.unnamed != nil {
 			return s.unnamed
 		}
-		s.poison(opParse, pgerrcode.InvalidSQLStatementName, "unnamed prepared statement does not exist")
+		s.poison(opParse, Verdict{Code: pgerrcode.InvalidSQLStatementName, Message: "unnamed prepared statement does not exist"})
 		return nil
 	}
 	if st := s.stmts[name]; st != nil {
 		return st
 	}
-	s.poison(opParse, pgerrcode.InvalidSQLStatementName, fmt.Sprintf("prepared statement %q does not exist", name))
+	s.poison(opParse, Verdict{Code: pgerrcode.InvalidSQLStatementName, Message: fmt.Sprintf("prepared statement %q does not exist", name)})
 	return nil
 }
 

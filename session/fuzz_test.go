@@ -460,7 +460,7 @@ func (r *fuzzRun) waitReplies(c *fuzzClient) {
 	}
 }
 
-func runRelayFuzz(t *testing.T, guard *session.PolicyGuard, data []byte) {
+func runRelayFuzz(t *testing.T, guard session.Guard, data []byte) {
 	ignore := goleak.IgnoreCurrent()
 	if len(data) == 0 {
 		return

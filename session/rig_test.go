@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tenantproxy/tenantproxy/policy"
+	"github.com/tenantproxy/tenantproxy/policy/sessionguard"
 	"github.com/tenantproxy/tenantproxy/session"
 	"github.com/tenantproxy/tenantproxy/session/pgmock"
 )
@@ -119,8 +120,8 @@ func testTenant(name string) session.Tenant {
 }
 
 // newGuard returns the production guard.
-func newGuard() *session.PolicyGuard {
-	return session.NewPolicyGuard(policy.NewGuard(policy.GuardConfig{TenantSetting: "tenantproxy.tenant"}))
+func newGuard() session.Guard {
+	return sessionguard.New(policy.NewGuard(policy.GuardConfig{TenantSetting: "tenantproxy.tenant"}))
 }
 
 // newRig starts an Engine in transaction mode with a pool of one backend; mod adjusts its Config.

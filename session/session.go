@@ -43,12 +43,6 @@ func (s sessState) String() string {
 	return [...]string{"idle", "waiting", "active", "closed"}[s]
 }
 
-// trackedStartup lists the startup parameters a client may set; they are replayed on every lease.
-var trackedStartup = map[string]string{
-	"application_name": "application_name", "client_encoding": "client_encoding", "datestyle": "DateStyle",
-	"timezone": "TimeZone", "intervalstyle": "IntervalStyle", "extra_float_digits": "extra_float_digits",
-}
-
 // Session is one client connection on the loop.
 type Session struct {
 	e      *Engine
@@ -305,7 +299,7 @@ func (s *Session) handle(t byte, msg []byte) bool {
 		if !s.ensureLease() {
 			return false
 		}
-		s.refuse(opQuery, pgerrcode.InsufficientPrivilege, "tenantproxy: the FunctionCall protocol message is not allowed: it can call any function by its OID, around the statement guard", "<FunctionCall>")
+		s.refuse(opQuery, Verdict{Code: pgerrcode.InsufficientPrivilege, Message: "tenantproxy: the FunctionCall protocol message is not allowed: it can call any function by its OID, around the statement guard"}, "<FunctionCall>")
 		return true
 	case msgParse:
 		return s.parse(msg)
@@ -356,7 +350,7 @@ func (s *Session) query(sql string, msg []byte) bool {
 		if !s.ensureLease() {
 			return false
 		}
-		s.poison(opQuery, v.Code, v.Message)
+		s.poison(opQuery, v)
 		return true
 	}
 	if v.Emulate != EmulateNone && !v.Refused {
@@ -376,8 +370,11 @@ func (s *Session) query(sql string, msg []byte) bool {
 		s.emulate(v.Emulate, v.Name)
 		return true
 	}
+	if v.Terminate && !v.Refused {
+		return s.terminateOwnBackend()
+	}
 	carry := ""
-	if len(msg) == 5+len(sql)+1 && carriable(sql, v) {
+	if len(msg) == 5+len(sql)+1 && carriable(v) {
 		// Only a well-formed message: the server answers one with bytes after the text itself.
 		carry = sql
 	}
@@ -390,7 +387,7 @@ func (s *Session) query(sql string, msg []byte) bool {
 		return true
 	}
 	if v.Refused {
-		s.refuse(opQuery, v.Code, v.Message, sql)
+		s.refuse(opQuery, v, sql)
 		return true
 	}
 	s.keepNames(orig)
@@ -485,7 +482,8 @@ func reservedStmtName(name string) bool {
 
 // refuse answers a statement the guard refused: audited, counted, and the backend's identity is checked
 // once the client's batch is done, since the client just tried something.
-func (s *Session) refuse(kind opKind, code, message, sql string) {
+func (s *Session) refuse(kind opKind, v Verdict, sql string) {
+	code, message := v.Code, v.Message
 	s.tenant.counters.refused.Inc()
 	s.stats.Refused++
 	fp := fingerprint(sql)
@@ -498,12 +496,12 @@ func (s *Session) refuse(kind opKind, code, message, sql string) {
 	s.e.audit("statement refused", s, fields...)
 	audit.Log.Refused(s.auditConn(), code, message, fp, text)
 	s.be.verifyNext = true
-	s.poison(kind, code, message)
+	s.poison(kind, v)
 }
 
 // poison sends the poison statement in place of a refused request; its error becomes the refusal, at
 // the place in the reply stream where PostgreSQL would have reported the request's own error.
-func (s *Session) poison(kind opKind, code, message string) {
+func (s *Session) poison(kind opKind, v Verdict) {
 	b := s.be
 	if kind == opQuery {
 		b.c.setBuf(appendQuery(b.c.buf(), poisonSQL))
@@ -516,7 +514,7 @@ func (s *Session) poison(kind opKind, code, message string) {
 		b.c.setBuf(endMsg(m, st))
 		s.unsynced = true
 	}
-	b.push(op{kind: kind, poison: true, code: code, msg: message})
+	b.push(op{kind: kind, poison: true, code: v.Code, msg: v.Message, pos: v.Position})
 }
 
 // emulate answers DISCARD ALL, RESET ALL and DEALLOCATE ALL sent as a simple query, without the server.
@@ -699,18 +697,12 @@ func (s *Session) applyContext(b *backend, text string) bool {
 	return text != ""
 }
 
-// carriable reports whether a simple Query may carry the tenant switch: one plain DML or query statement
-// (no transaction control, which could extend the implicit transaction of the switch past the Query or
-// roll it back with a later statement) with nothing the relay must act on. sql has no semicolon but a
-// trailing one, so it is certainly a single statement.
-func carriable(sql string, v Verdict) bool {
-	if v.Refused || v.Emulate != EmulateNone || v.Pin != "" || v.Rewrite != "" || len(v.Sets) > 0 || len(v.Prepares) > 0 || len(v.Executes) > 0 {
-		return false
-	}
-	if i := strings.IndexByte(sql, ';'); i >= 0 && strings.TrimRight(sql[i+1:], " \t\r\n") != "" {
-		return false
-	}
-	return plainPrefix(sql)
+// carriable reports whether a simple Query may carry the tenant switch: one plain statement (the guard's
+// Verdict.Plain: no transaction control, which could extend the switch's implicit transaction past the
+// Query or roll it back with a later statement, and nothing the relay must act on).
+func carriable(v Verdict) bool {
+	return v.Plain && !v.Refused && v.Emulate == EmulateNone && v.Pin == "" && v.Rewrite == "" && len(v.Sets) == 0 &&
+		len(v.Prepares) == 0 && len(v.Executes) == 0 && !v.Terminate
 }
 
 // onBackendIdle runs when every reply the backend owed has arrived.
@@ -748,6 +740,25 @@ func (s *Session) release() {
 	s.tenant.counters.tx.Inc()
 	s.e.pool.put(b)
 	s.e.checkWaits()
+}
+
+// terminateOwnBackend answers SELECT pg_terminate_backend(pg_backend_pid()) as PostgreSQL does: the
+// session ends with FATAL 57P01, and the backend it holds is closed, never reused (the server rolls back
+// an open transaction as the connection ends). Replies still owed for earlier messages come first.
+func (s *Session) terminateOwnBackend() bool {
+	if b := s.be; b != nil {
+		if !b.opsEmpty() {
+			s.stalled = true
+			return false
+		}
+		s.e.unlease(s).close(pgerr.CloseTerminated)
+	}
+	if s.closeReason == "" {
+		s.closeReason, s.closeDetail = pgerr.CloseFatal, pgerrcode.AdminShutdown+" pg_terminate_backend of its own backend"
+	}
+	s.c.send(appendTerminated(nil))
+	s.terminate()
+	return true
 }
 
 // gone handles a client that disappeared.

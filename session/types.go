@@ -89,8 +89,9 @@ type ClientInfo struct {
 	Profile string
 	Addr    string
 	TLS     bool
-	// Params are the client's startup parameters that the relay tracks and applies on every lease
-	// (application_name, client_encoding, DateStyle, TimeZone, IntervalStyle, extra_float_digits).
+	// Params are the client's startup settings that the relay tracks and applies on every lease, by
+	// lower-case name: every setting the guard would allow as SET (the front door judged them), with the
+	// value to SET.
 	Params map[string]string
 	// Opened is when the client connected.
 	Opened time.Time
@@ -160,6 +161,17 @@ type Verdict struct {
 	Refused bool
 	Code    string // SQLSTATE of the refusal
 	Message string
+	// Position is the ErrorResponse Position field of a refusal that is the server's own error (a syntax
+	// error): 1-based, in characters; 0 for none. The relay sends it as field 'P'.
+	Position int
+	// Plain is set for one plain DML or query statement (SELECT, INSERT, UPDATE, DELETE, WITH, VALUES,
+	// TABLE) with nothing the relay must act on: no transaction control, setting, pin or rewrite. Such a
+	// simple Query may carry the tenant switch (Session.applyContext).
+	Plain bool
+	// Terminate is set for SELECT pg_terminate_backend(pg_backend_pid()): the statement runs, the server
+	// ends the backend with FATAL 57P01, and the relay passes that FATAL to the client, closes the client
+	// and never reuses the backend.
+	Terminate bool
 	// Emulate is set when the relay answers the statement itself.
 	Emulate Emulation
 	// Name is the statement name of EmulateDeallocate.

@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -113,13 +112,13 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	say("Each user sees only its own tenant's employees, departments and leave_requests:\n")
 	for _, u := range cfg.Users {
 		for _, t := range u.Tenants {
-			say("  psql %q", fmt.Sprintf("postgresql://%s:%s@127.0.0.1:%s/%s", url.PathEscape(u.Name+cfg.Tenancy.UserSeparator+t), u.Password, pport, cfg.Backend.Database))
+			say("  psql %q", dsn(u.Name+cfg.Tenancy.UserSeparator+t, u.Password, "127.0.0.1", pport, cfg.Backend.Database))
 			if u.Profile == config.ProfileReadonly {
 				break
 			}
 		}
 	}
-	say("\n  pgbench -n -S -T 5 %q   # any tool, any driver", fmt.Sprintf("postgresql://alice%%40acme:secret@127.0.0.1:%s/%s", pport, cfg.Backend.Database))
+	say("\n  pgbench -n -S -T 5 %q   # any tool, any driver", dsn("alice"+cfg.Tenancy.UserSeparator+"acme", "secret", "127.0.0.1", pport, cfg.Backend.Database))
 	if cfg.Metrics.Addr != "" {
 		say("  curl -s http://%s/metrics | grep tenantproxy_", cfg.Metrics.Addr)
 	}

@@ -193,4 +193,5 @@ func TestDemoStartsAndServesTheTenants(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
+	checkPrintedDSNs(t, out) // each works when pasted (dsn_test.go)
 }

@@ -101,8 +101,10 @@ func TestIdentity(t *testing.T) {
 	}
 }
 
-// startupCases send startup parameters other than user and database: the proxy drops them (all but the
-// tracked client settings), so none changes the role, search_path or tenant setting, and an unknown
+// startupCases send startup parameters other than user and database: the proxy ignores those that make the
+// tenant's context (role, session_authorization, search_path, the tenant setting) and
+// standard_conforming_strings, and applies the settings SET may change, so none changes the role,
+// search_path or tenant setting, and an unknown
 // protocol option gets NegotiateProtocolVersion and then a working session.
 var startupCases = []struct {
 	name   string
@@ -121,7 +123,7 @@ var startupCases = []struct {
 	{name: "session_authorization", params: map[string]string{"session_authorization": "tenantproxy_pool"}},
 	{name: "replication", params: map[string]string{"replication": "database"}},
 	{name: "standard_conforming_strings off", params: map[string]string{"standard_conforming_strings": "off"}, check: parityChecks},
-	{name: "default_transaction_read_only", params: map[string]string{"default_transaction_read_only": "on"}, check: []step{okRows("SHOW transaction_read_only", "off")}},
+	{name: "default_transaction_read_only", params: map[string]string{"default_transaction_read_only": "on"}, check: []step{okRows("SHOW transaction_read_only", "on")}}, // applied, as PostgreSQL applies it (issue 15)
 	{name: "unknown protocol option", params: map[string]string{"_pq_.hostile": "1"}},
 	{name: "application_name hiding a statement", params: map[string]string{"application_name": "hostile'; RESET ROLE; --"},
 		check: []step{okRows("SHOW application_name", "hostile'; RESET ROLE; --")}},

@@ -23,8 +23,15 @@ func searchPathCases() []escape {
 		sp("$user", `SET search_path TO "$user", public`),
 		sp("pg_temp first", "SET search_path TO pg_temp, acme"),
 		sp("quoted upper-case ACME is another schema", `SET search_path TO "ACME"`),
-		sp("SET search_path TO DEFAULT", "SET search_path TO DEFAULT"),
-		sp("RESET search_path", "RESET search_path"),
+		// RESET search_path restores the tenant's search_path, never the server's default (issue 15).
+		{name: "RESET search_path restores the tenant's", steps: []step{
+			ok("SET search_path TO public"),
+			ok("RESET search_path"),
+			okRows("SELECT current_schemas(false)::text", "{acme,public}"),
+		}, own: []step{okRows("SELECT current_schemas(false)::text", "{acme,public}")}},
+		{name: "SET search_path TO DEFAULT restores the tenant's", steps: []step{
+			okRows("SET search_path TO public; SET search_path TO DEFAULT; SELECT current_schemas(false)::text", "{acme,public}"),
+		}, own: []step{okRows("SELECT current_schemas(false)::text", "{acme,public}")}},
 		sp("SET SCHEMA", "SET SCHEMA 'globex'"),
 		sp("SET SESSION search_path", "SET SESSION search_path TO globex"),
 		sp("SET LOCAL search_path in a transaction", "BEGIN; SET LOCAL search_path TO globex; SELECT * FROM employees; COMMIT"),

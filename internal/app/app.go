@@ -20,6 +20,7 @@ import (
 	"github.com/tenantproxy/tenantproxy/catalog"
 	"github.com/tenantproxy/tenantproxy/config"
 	"github.com/tenantproxy/tenantproxy/policy"
+	"github.com/tenantproxy/tenantproxy/policy/sessionguard"
 	"github.com/tenantproxy/tenantproxy/proxy"
 	"github.com/tenantproxy/tenantproxy/routing"
 	"github.com/tenantproxy/tenantproxy/session"
@@ -78,7 +79,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		QueryTimeout: cfg.Backend.QueryTimeout.Duration, MaxMessageSize: cfg.Listen.MaxMessageSize,
 		MaxPreparedStatements:       cfg.Pool.MaxPreparedStatements,
 		MaxClientPreparedStatements: cfg.Pool.MaxClientPreparedStatements, MaxClientPreparedBytes: cfg.Pool.MaxClientPreparedBytes, TripwireSampleRate: cfg.Tenancy.TripwireSampleRate,
-		PeerID: uint32(cfg.Peers.ID), PoolRole: cfg.Backend.User, AuditStatementText: cfg.Log.AuditStatementText, Dialer: dialer, Guard: session.NewPolicyGuard(guard),
+		PeerID: uint32(cfg.Peers.ID), PoolRole: cfg.Backend.User, AuditStatementText: cfg.Log.AuditStatementText, Dialer: dialer, Guard: sessionguard.New(guard),
 		Logger: log, Metrics: session.NewMetrics(reg),
 	}, cfg.Listen.RelayThreads)
 	if err != nil {

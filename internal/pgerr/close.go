@@ -21,6 +21,8 @@ const (
 	CloseTripwire CloseReason = "tripwire"
 	// CloseRebalance: the pool gave the slot to a tenant that waits.
 	CloseRebalance CloseReason = "rebalance"
+	// CloseTerminated: its client ended it with pg_terminate_backend(pg_backend_pid()).
+	CloseTerminated CloseReason = "terminated"
 	// CloseReconnect: admin RECONNECT or KILL marked it to close instead of serving again.
 	CloseReconnect CloseReason = "reconnect"
 	// CloseError: the server connection failed (lost, protocol violation, write error).
@@ -41,7 +43,7 @@ const (
 
 // BackendCloseReasons are the reasons a backend connection closes, in the order of the constants.
 var BackendCloseReasons = []CloseReason{CloseSetupFailed, CloseIdleOrLifetime, CloseMaxLifetime, CloseShutdown,
-	CloseTripwire, CloseRebalance, CloseReconnect, CloseError}
+	CloseTripwire, CloseRebalance, CloseTerminated, CloseReconnect, CloseError}
 
 // SessionCloseReasons are the reasons a client session closes, plus CloseShutdown.
 var SessionCloseReasons = []CloseReason{CloseClientTerminated, CloseClientGone, CloseServerLost, CloseFatal, CloseShutdown}

@@ -32,6 +32,10 @@ type Error struct {
 	// Reason says why, for the proxy's log only; it is never sent to the client (it may tell, for one,
 	// that a user does not exist, which the client must not learn).
 	Reason string
+	// Silent errors are logged and the connection closed without a message, as PostgreSQL answers bytes
+	// that are not a startup packet (its COMMERROR): such a client does not speak the protocol, and some
+	// drivers crash on an ErrorResponse they did not expect.
+	Silent bool
 }
 
 // New returns an ERROR with code and message.

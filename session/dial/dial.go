@@ -43,7 +43,9 @@ func NewDialer(c *config.Config) (*Dialer, error) {
 	pg.TLSConfig = nil
 	pg.Fallbacks = nil
 	pg.ConnectTimeout = c.Backend.ConnectTimeout.Duration
-	pg.RuntimeParams = map[string]string{"application_name": "tenantproxy", "client_encoding": "UTF8"}
+	// No application_name: RESET ALL on a lease then gives a client that set none PostgreSQL's default,
+	// empty, as on a direct connection (pool backends are told apart by their user, the pool role).
+	pg.RuntimeParams = map[string]string{"client_encoding": "UTF8"}
 	d := &Dialer{pg: pg, network: "tcp", addr: net.JoinHostPort(c.Backend.Host, strconv.Itoa(c.Backend.Port))}
 	if len(c.Backend.Host) > 0 && c.Backend.Host[0] == '/' {
 		d.network = "unix"

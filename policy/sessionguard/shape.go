@@ -1,4 +1,4 @@
-package session
+package sessionguard
 
 // shapeKey appends to dst the text of sql with every numeric and string constant replaced by a marker
 // ("?n", "?s"), and reports whether it could. It serves the guard's cache of plain statements: texts
