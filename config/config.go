@@ -42,7 +42,16 @@ const (
 	ProfileApp      = "app"
 	ProfileReadonly = "readonly"
 	ProfileOwner    = "owner"
+	// ProfileAnalytics reads the cross-tenant views of the analytics schema, and nothing else, read-only.
+	ProfileAnalytics = "analytics"
 )
+
+// Analytics is the name an analytics user connects to (database "analytics", or user@analytics), the
+// schema holding the cross-tenant views, and so a name no tenant may have.
+const Analytics = "analytics"
+
+// AnalyticsRole is the NOLOGIN role the session of an analytics user runs as.
+const AnalyticsRole = "tenantproxy_analytics"
 
 // Tenant catalogs.
 const (
@@ -179,7 +188,8 @@ type User struct {
 	// Password is plain text, a SCRAM-SHA-256 verifier or an md5 hash ("md5" + 32 hex digits).
 	Password string   `toml:"password"`
 	Tenants  []string `toml:"tenants"`
-	// Profile is "app" (default), "readonly" or "owner".
+	// Profile is "app" (default), "readonly", "owner" or "analytics" (the cross-tenant views only; its
+	// Tenants are ignored).
 	Profile string `toml:"profile"`
 }
 
@@ -295,7 +305,8 @@ func (c *Config) applyDefaults() {
 		c.Tenancy.Resolve = []string{"user", "database"}
 	}
 	s(&c.Tenancy.UserSeparator, "@")
-	s(&c.Tenancy.Role, "tenant_{tenant}")
+	// Derived from the schema, so that opaque schema names make opaque role names.
+	s(&c.Tenancy.Role, "tenant_{schema}")
 	if len(c.Tenancy.SearchPath) == 0 {
 		c.Tenancy.SearchPath = []string{"{schema}", "public"}
 	}
@@ -399,9 +410,15 @@ func (c *Config) Validate() error {
 		if seenT[t.Name] {
 			bad(key, "tenant %q is listed twice", t.Name)
 		}
+		if t.Name == Analytics {
+			bad(key, "%q is reserved for the analytics user", t.Name)
+		}
 		seenT[t.Name] = true
 		if err := pgident.ValidateName(t.Schema); err != nil {
 			bad(fmt.Sprintf("[[tenants]] %s schema", t.Name), "%v", err)
+		}
+		if t.Schema == Analytics {
+			bad(fmt.Sprintf("[[tenants]] %s schema", t.Name), "%q is the schema of the cross-tenant views", t.Schema)
 		}
 	}
 	seenU := map[string]bool{}
@@ -414,7 +431,7 @@ func (c *Config) Validate() error {
 			bad(key+" name", "user %q is listed twice", u.Name)
 		}
 		seenU[u.Name] = true
-		oneOf(fmt.Sprintf("[[users]] %s profile", u.Name), u.Profile, ProfileApp, ProfileReadonly, ProfileOwner)
+		oneOf(fmt.Sprintf("[[users]] %s profile", u.Name), u.Profile, ProfileApp, ProfileReadonly, ProfileOwner, ProfileAnalytics)
 		if c.Auth.Method != AuthTrust && u.Password == "" {
 			bad(fmt.Sprintf("[[users]] %s password", u.Name), "is empty, and [auth] method is %q", c.Auth.Method)
 		}

@@ -233,7 +233,7 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	for k, v := range info.Params {
 		s.startup[k] = []string{v}
 	}
-	if info.Profile == "readonly" {
+	if info.Profile == "readonly" || info.Profile == "analytics" {
 		// The server enforces it too: every transaction of a read-only user is READ ONLY, and the guard
 		// refuses what would turn it off.
 		s.startup["default_transaction_read_only"] = []string{"on"}

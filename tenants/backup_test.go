@@ -29,8 +29,8 @@ func employeeRows(t *testing.T, e *testEnv, schema string) string {
 func seedAcme(t *testing.T, e *testEnv) {
 	t.Helper()
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	conn := poolSession(t, e, "acme")
 	if _, err := conn.Exec(context.Background(), `
 INSERT INTO departments (name) VALUES ('R&D'), ('People');

@@ -57,7 +57,7 @@ var commands = []command{
 		summary: "create a tenant: schema, NOLOGIN role, grants, default privileges, all migrations, catalog row (idempotent)",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			schema := fs.String("schema", "", "schema `S` of the tenant (default: NAME)")
-			return func(a []string) error { return runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout) }
+			return func(a []string) error { return afterChange(e, runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout)) }
 		}},
 	{path: "tenant list", args: "[--json]", summary: "list tenants with status, migration version and size",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
@@ -66,11 +66,13 @@ var commands = []command{
 		}},
 	{path: "tenant suspend", args: "NAME", minArgs: 1, maxArgs: 1, summary: "suspend a tenant: the proxy refuses its new sessions",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
-			return func(a []string) error { return setStatus(e.ctx, e.cfg, a[0], StatusSuspended, e.stdout) }
+			return func(a []string) error {
+				return afterChange(e, setStatus(e.ctx, e.cfg, a[0], StatusSuspended, e.stdout))
+			}
 		}},
 	{path: "tenant resume", args: "NAME", minArgs: 1, maxArgs: 1, summary: "resume a suspended tenant",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
-			return func(a []string) error { return setStatus(e.ctx, e.cfg, a[0], StatusActive, e.stdout) }
+			return func(a []string) error { return afterChange(e, setStatus(e.ctx, e.cfg, a[0], StatusActive, e.stdout)) }
 		}},
 	{path: "tenant drop", args: "NAME --yes", minArgs: 1, maxArgs: 1,
 		summary: "drop a tenant's schema with all its data, its role and its catalog rows",
@@ -80,7 +82,7 @@ var commands = []command{
 				if !*yes {
 					return usagef("refusing to drop tenant %q without --yes: it destroys its schema with all its data, its role and its catalog rows", a[0])
 				}
-				return runTenantDrop(e.ctx, e.cfg, a[0], e.stdout)
+				return afterChange(e, runTenantDrop(e.ctx, e.cfg, a[0], e.stdout))
 			}
 		}},
 	{path: "tenant backup", args: "NAME --out FILE", minArgs: 1, maxArgs: 1,
@@ -100,7 +102,7 @@ var commands = []command{
 			var o restoreOptions
 			fs.StringVar(&o.as, "as", "", "restore as tenant `NEWNAME` (schema NEWNAME unless --schema)")
 			fs.StringVar(&o.schema, "schema", "", "schema `S` to restore into")
-			return func(a []string) error { return restoreTenant(e.ctx, e.cfg, a[0], o, e.stdout) }
+			return func(a []string) error { return afterChange(e, restoreTenant(e.ctx, e.cfg, a[0], o, e.stdout)) }
 		}},
 	{path: "migrate up", args: "[--to V] [--tenant NAME] [--parallel N] [--dry-run]",
 		summary: "apply pending migrations: shared ones once, then every tenant, one transaction per tenant",
@@ -117,13 +119,25 @@ var commands = []command{
 				if o.to < 0 {
 					return usagef("--to must be a positive version, got %d", o.to)
 				}
-				return migrateUp(e.ctx, e.cfg, o, e.stdout, e.stderr)
+				if o.dryRun {
+					return migrateUp(e.ctx, e.cfg, o, e.stdout, e.stderr)
+				}
+				// A migration may drop or retype a column that an analytics view reads.
+				if err := DropAnalyticsViews(e.ctx, e.cfg); err != nil {
+					return err
+				}
+				return afterChange(e, migrateUp(e.ctx, e.cfg, o, e.stdout, e.stderr))
 			}
 		}},
 	{path: "migrate status", args: "[--json]", summary: "print each tenant's migration version and pending count",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			asJSON := fs.Bool("json", false, "print JSON")
 			return func([]string) error { return migrateStatus(e.ctx, e.cfg, *asJSON, e.stdout) }
+		}},
+	{path: "analytics refresh",
+		summary: "rebuild the schema analytics: per tenant table, a view of it across every active tenant with a leading tenant column",
+		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
+			return func([]string) error { return runAnalyticsRefresh(e.ctx, e.cfg, e.stdout) }
 		}},
 	{path: "rls status", args: "[TABLE] [--json]", maxArgs: 1,
 		summary: "print the row level security state of shared tables (or of TABLE)",
@@ -150,7 +164,7 @@ var commands = []command{
 }
 
 // Main runs a lifecycle subcommand of tenantproxy: init, doctor, tenant create|list|suspend|resume|drop|
-// backup|restore, migrate up|status, rls status|enable|disable. args excludes the program name, for
+// backup|restore, migrate up|status, analytics refresh, rls status|enable|disable. args excludes the program name, for
 // example ["tenant", "create", "acme"]; flags may come before or after positional arguments. Every
 // command accepts --help. Main returns the exit status: 0 success, 1 failure, 2 usage error.
 func Main(ctx context.Context, cfg *config.Config, args []string, stdout, stderr io.Writer) int {

@@ -230,10 +230,21 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 		return fmt.Errorf("init: read server state: %w", err)
 	}
 	roles, catalog, hardening := initStatements(cfg, st)
+	var stats []string
+	if st.adminSuper {
+		if stats, err = statsHardening(ctx, tx, cfg, st.readAllStats); err != nil {
+			return fmt.Errorf("init: read the statistics views: %w", err)
+		}
+	}
+	analyticsRole, err := analyticsRoleExists(ctx, tx)
+	if err != nil {
+		return err
+	}
 	for _, step := range []struct {
 		what  string
 		stmts []string
-	}{{"roles", roles}, {"catalog", catalog}, {"hardening", hardening}} {
+	}{{"roles", roles}, {"catalog", catalog}, {"hardening", hardening}, {"statistics views", stats},
+		{"analytics", analyticsSetupStatements(cfg, analyticsRole)}} {
 		if err := execScript(ctx, tx, step.stmts); err != nil {
 			return fmt.Errorf("init: %s: %w", step.what, err)
 		}
@@ -245,6 +256,10 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 	fmt.Fprintf(out, "init: owner role %s (NOLOGIN) ready\n", q(cfg.Admin.OwnerRole))
 	fmt.Fprintf(out, "init: pool role %s (LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT) ready\n", q(cfg.Backend.User))
 	fmt.Fprintf(out, "init: catalog schema %s ready\n", q(CatalogSchema))
+	fmt.Fprintf(out, "init: analytics role %s (NOLOGIN) and schema %s ready\n", q(config.AnalyticsRole), q(config.Analytics))
+	if st.adminSuper {
+		fmt.Fprintf(out, "init: statistics views and pg_stat_get_* functions closed to tenants; tenant-scoped views in schema %s\n", q(StatsSchema))
+	}
 	if st.adminSuper {
 		fmt.Fprintf(out, "init: hardening applied in database %s: EXECUTE revoked on %d functions, USAGE on %d languages, TEMPORARY, CREATE on public, SELECT on %d views\n",
 			q(st.database), len(st.signatures), len(st.languages), len(closedViews))
