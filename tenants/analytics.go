@@ -165,7 +165,7 @@ func refreshAnalytics(ctx context.Context, conn *pgx.Conn, cfg *config.Config) (
 		return res, err
 	}
 	// Suspended tenants of a [tenancy] catalog = "config" list are left out as well.
-	var suspended []string
+	suspended := []string{}
 	for _, t := range cfg.Tenants {
 		if t.Suspended {
 			suspended = append(suspended, t.Name)
@@ -252,7 +252,7 @@ func (d *doctor) checkAnalytics(ctx context.Context) error {
 	)
 	err := d.conn.QueryRow(ctx, `
 SELECT r.oid IS NOT NULL, coalesce(r.rolcanlogin OR r.rolsuper OR r.rolbypassrls, false),
-       coalesce(pg_has_role($1::oid, r.oid, 'USAGE'), false),
+       coalesce(pg_has_role($1::oid, r.oid, 'MEMBER'), false),
        ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid ORDER BY 1),
        ARRAY(SELECT n.nspname::text || ' ' || a.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) a
              WHERE a.grantee = r.oid AND n.nspname <> $3 ORDER BY 1),

@@ -230,12 +230,6 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 		return fmt.Errorf("init: read server state: %w", err)
 	}
 	roles, catalog, hardening := initStatements(cfg, st)
-	var stats []string
-	if st.adminSuper {
-		if stats, err = statsHardening(ctx, tx, cfg, st.readAllStats); err != nil {
-			return fmt.Errorf("init: read the statistics views: %w", err)
-		}
-	}
 	analyticsRole, err := analyticsRoleExists(ctx, tx)
 	if err != nil {
 		return err
@@ -243,10 +237,18 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 	for _, step := range []struct {
 		what  string
 		stmts []string
-	}{{"roles", roles}, {"catalog", catalog}, {"hardening", hardening}, {"statistics views", stats},
-		{"analytics", analyticsSetupStatements(cfg, analyticsRole)}} {
+	}{{"roles", roles}, {"catalog", catalog}, {"hardening", hardening}, {"analytics", analyticsSetupStatements(cfg, analyticsRole)}} {
 		if err := execScript(ctx, tx, step.stmts); err != nil {
 			return fmt.Errorf("init: %s: %w", step.what, err)
+		}
+	}
+	if st.adminSuper {
+		stats, err := statsHardening(ctx, tx, cfg, st.readAllStats)
+		if err == nil {
+			err = execScript(ctx, tx, stats)
+		}
+		if err != nil {
+			return fmt.Errorf("init: statistics views: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -2,6 +2,7 @@ package tenants
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -79,9 +80,27 @@ func readStatsObjects(ctx context.Context, db querier, poolOID *uint32) ([]stats
 // statsHardening returns the statements that close the statistics objects to PUBLIC, grant them to
 // pg_read_all_stats (when it exists) and the owner role, and (re)create the tenant_stats replacements.
 func statsHardening(ctx context.Context, tx pgx.Tx, cfg *config.Config, readAllStats bool) ([]string, error) {
-	objs, err := readStatsObjects(ctx, tx, nil)
+	var poolOID *uint32
+	if err := tx.QueryRow(ctx, "SELECT oid FROM pg_roles WHERE rolname = $1", cfg.Backend.User).Scan(&poolOID); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, err
+	}
+	objs, err := readStatsObjects(ctx, tx, poolOID)
 	if err != nil {
 		return nil, err
+	}
+	// Grants to the pool role or to roles it can use (tenant roles) go too, not only PUBLIC's.
+	var revokes []string
+	for _, o := range objs {
+		for _, g := range o.exposed {
+			if g == "PUBLIC" {
+				continue
+			}
+			priv, on := "SELECT ON ", o.object
+			if o.kind == "function" {
+				priv, on = "EXECUTE ON FUNCTION ", o.object
+			}
+			revokes = append(revokes, "REVOKE "+priv+on+" FROM "+q(g))
+		}
 	}
 	owner := q(cfg.Admin.OwnerRole)
 	var views, funcs []string
@@ -105,6 +124,7 @@ func statsHardening(ctx context.Context, tx pgx.Tx, cfg *config.Config, readAllS
 		list := strings.Join(funcs, ", ")
 		out = append(out, "REVOKE EXECUTE ON FUNCTION "+list+" FROM PUBLIC", "GRANT EXECUTE ON FUNCTION "+list+" TO "+to)
 	}
+	out = append(out, revokes...)
 	return append(out, statsSchemaStatements(cfg)...), nil
 }
 
