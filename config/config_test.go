@@ -36,7 +36,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 		{"resolve", strings.Join(c.Tenancy.Resolve, ","), "user,database"},
 		{"require hardening", c.RequiresHardening(), true},
 		{"pool size kept", c.Backend.PoolSize, 5},
-		{"role expands", c.TenantRole("acme", "acme_s"), "tenant_acme"},
+		{"role expands from the schema", c.TenantRole("acme", "acme_s"), "tenant_acme_s"},
 		{"search_path expands", strings.Join(c.TenantSearchPath("acme", "acme_s"), ","), "acme_s,public"},
 	}
 	for _, ck := range checks {
@@ -65,6 +65,9 @@ func TestParseRejectsBadInputNamingTheKey(t *testing.T) {
 		{"tls require without files", minimal + "\n[listen]\ntls_mode = \"require\"\n", "[listen] tls_mode"},
 		{"syntax error", "[listen\naddr = 1", "line"},
 		{"duplicate tenant", minimal + "\n[[tenants]]\nname = \"acme\"\n", "listed twice"},
+		{"tenant named analytics", strings.Replace(minimal, `name = "acme"`, `name = "analytics"`, 1), "reserved for the analytics user"},
+		{"tenant schema analytics", minimal + "\n[[tenants]]\nname = \"globex\"\nschema = \"analytics\"\n", "schema of the cross-tenant views"},
+		{"unknown profile", minimal + "\n[[users]]\nname = \"bi\"\nprofile = \"analyst\"\n", "[[users]] bi profile"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
