@@ -50,6 +50,9 @@ const (
 // schema holding the cross-tenant views, and so a name no tenant may have.
 const Analytics = "analytics"
 
+// StatsSchema holds the tenant-scoped replacements of the statistics views that init closes to tenants.
+const StatsSchema = "tenant_stats"
+
 // AnalyticsRole is the NOLOGIN role the session of an analytics user runs as.
 const AnalyticsRole = "tenantproxy_analytics"
 
@@ -308,7 +311,9 @@ func (c *Config) applyDefaults() {
 	// Derived from the schema, so that opaque schema names make opaque role names.
 	s(&c.Tenancy.Role, "tenant_{schema}")
 	if len(c.Tenancy.SearchPath) == 0 {
-		c.Tenancy.SearchPath = []string{"{schema}", "public"}
+		// tenant_stats before pg_catalog: a tool that reads pg_stat_user_tables unqualified (Metabase's sync)
+		// gets the tenant's own statistics instead of a permission error.
+		c.Tenancy.SearchPath = []string{"{schema}", StatsSchema, "pg_catalog", "public"}
 	}
 	s(&c.Tenancy.Setting, "tenantproxy.tenant")
 	if c.Tenancy.RequireHardening == nil {

@@ -37,7 +37,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 		{"require hardening", c.RequiresHardening(), true},
 		{"pool size kept", c.Backend.PoolSize, 5},
 		{"role expands from the schema", c.TenantRole("acme", "acme_s"), "tenant_acme_s"},
-		{"search_path expands", strings.Join(c.TenantSearchPath("acme", "acme_s"), ","), "acme_s,public"},
+		{"search_path expands", strings.Join(c.TenantSearchPath("acme", "acme_s"), ","), "acme_s,tenant_stats,pg_catalog,public"},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {

@@ -20,7 +20,7 @@ import (
 // only, so a tenant's monitoring keeps working: SELECT * FROM tenant_stats.pg_stat_user_tables.
 
 // StatsSchema holds the tenant-scoped replacements of the statistics views.
-const StatsSchema = "tenant_stats"
+const StatsSchema = config.StatsSchema
 
 // scopedStatsViews are the pg_catalog views that tenant_stats replaces, each by a view of the same name
 // and columns showing the rows of the caller's own tenant schema only.
