@@ -56,6 +56,9 @@ SELECT o.kind, o.object,
              FROM aclexplode(o.acl) a
              WHERE a.privilege_type IN ('SELECT', 'EXECUTE')
                AND (a.grantee = 0 OR ($1::oid IS NOT NULL AND pg_has_role($1::oid, a.grantee, 'MEMBER')))
+               -- predefined roles (pg_read_all_stats, pg_monitor) keep them; the pool role's membership in
+               -- one is the concern of the check "pool role is a member of tenant roles only"
+               AND (a.grantee = 0 OR a.grantee::regrole::text NOT LIKE 'pg\_%')
              ORDER BY 1)
 FROM objs o ORDER BY 1, 2`
 
@@ -170,19 +173,33 @@ func (d *doctor) checkStats(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One REVOKE per grantee and kind, listing every object, so that the fix is whole however many
+	// objects were opened.
 	var views, funcs findings
+	type key struct{ kind, grantee string }
+	var order []key
+	objects := map[key][]string{}
 	for _, o := range objs {
 		for _, g := range o.exposed {
+			k := key{o.kind, g}
+			if objects[k] == nil {
+				order = append(order, k)
+			}
+			objects[k] = append(objects[k], o.object)
 			if o.kind == "view" {
-				views.add(fmt.Sprintf("%s can read %s", g, o.object), fmt.Sprintf("REVOKE SELECT ON %s FROM %s;", o.object, granteeSQL(g)))
+				views.add(fmt.Sprintf("%s can read %s", g, o.object))
 			} else {
-				funcs.add(fmt.Sprintf("%s can call %s", g, o.object), fmt.Sprintf("REVOKE EXECUTE ON FUNCTION %s FROM %s;", o.object, granteeSQL(g)))
+				funcs.add(fmt.Sprintf("%s can call %s", g, o.object))
 			}
 		}
 	}
-	if len(views.details)+len(funcs.details) > 0 {
-		views.fixes = append(views.fixes, "(or run `tenantproxy init` as a superuser)")
-		funcs.fixes = append(funcs.fixes, "(or run `tenantproxy init` as a superuser)")
+	for _, k := range order {
+		list := strings.Join(objects[k], ", ")
+		if k.kind == "view" {
+			views.fixes = append(views.fixes, fmt.Sprintf("REVOKE SELECT ON %s FROM %s;", list, granteeSQL(k.grantee)))
+		} else {
+			funcs.fixes = append(funcs.fixes, fmt.Sprintf("REVOKE EXECUTE ON FUNCTION %s FROM %s;", list, granteeSQL(k.grantee)))
+		}
 	}
 	d.check("SELECT on statistics views revoked", views,
 		"tenants cannot read other tenants' row counts and activity (pg_stat_*, pg_statio_*, pg_locks, pg_stat_statements)")
