@@ -100,7 +100,7 @@ var commands = []command{
 		summary: "restore a tenant backup, under its own name or as a new tenant; other tenants are not touched",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			var o restoreOptions
-			fs.StringVar(&o.as, "as", "", "restore as tenant `NEWNAME` (schema NEWNAME unless --schema)")
+			fs.StringVar(&o.as, "as", "", "restore as tenant `NEWNAME` (a new opaque schema unless --schema)")
 			fs.StringVar(&o.schema, "schema", "", "schema `S` to restore into")
 			return func(a []string) error { return afterChange(e, restoreTenant(e.ctx, e.cfg, a[0], o, e.stdout)) }
 		}},

@@ -192,3 +192,23 @@ func TestStatisticsShowATenantOnlyItsOwnSchema(t *testing.T) {
 }
 
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+func TestRestoreAsANewTenantGetsAnOpaqueSchema(t *testing.T) {
+	e := opaqueEnv(t)
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.exec("INSERT INTO acme.employees (name, email) VALUES ('Ada', 'ada@acme.test')")
+	file := t.TempDir() + "/acme.tar"
+	e.must("tenant", "backup", "acme", "--out", file)
+	e.must("tenant", "drop", "acme", "--yes")
+	e.must("tenant", "restore", file, "--as", "acme")
+	schema := catalogSchemaOf(t, e, "acme")
+	if !regexp.MustCompile(`^t[0-9a-f]{16}$`).MatchString(schema) {
+		t.Fatalf("restored acme has schema %q, want an opaque id", schema)
+	}
+	if n := e.queryInt("SELECT count(*) FROM " + q(schema) + ".employees WHERE email = 'ada@acme.test'"); n != 1 {
+		t.Fatalf("restored rows: %d", n)
+	}
+	if c := namingCheck(t, e); c.Warn {
+		t.Fatalf("doctor still warns after the move: %+v", c)
+	}
+}

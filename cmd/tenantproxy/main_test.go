@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"serve", "--help"}, {"demo", "--help"}, {"version"},
-		{"tenant", "create", "--help"}, {"migrate", "up", "--help"}, {"doctor", "--help"},
+		{"tenant", "create", "--help"}, {"migrate", "up", "--help"}, {"doctor", "--help"}, {"analytics", "refresh", "--help"},
 	} {
 		out, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil {
