@@ -1,7 +1,8 @@
 // Package tenants is tenantproxy's tenant lifecycle: it provisions and hardens the shared PostgreSQL
-// server (init), verifies it (doctor), creates, suspends, resumes, drops, backs up and restores tenants,
-// rolls versioned migrations across every tenant schema, manages row-level security on shared tables, and
-// feeds the proxy the tenant catalog when [tenancy] catalog = "database".
+// server (init), verifies it (doctor), creates, suspends, resumes, drops, backs up and restores tenants
+// (under opaque schema names unless told otherwise), rolls versioned migrations across every tenant schema,
+// manages row-level security on shared tables, maintains the cross-tenant views of the schema analytics,
+// and feeds the proxy the tenant catalog when [tenancy] catalog = "database".
 //
 // Every command connects as the [admin] role to [backend] host and port and the [admin] database, which
 // must be the database the proxy serves ([backend] database). Client traffic never uses that role.
