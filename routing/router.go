@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/tenantproxy/tenantproxy/config"
 )
 
@@ -111,9 +113,9 @@ func (s *Snapshot) Authorize(id Identity) (config.Tenant, *Error) {
 			return s.tenants[config.Analytics], nil
 		}
 		if analytics {
-			return config.Tenant{}, &Error{Code: "28000", Message: fmt.Sprintf("tenantproxy: user %q has profile analytics: it may connect only to %q", id.User, config.Analytics)}
+			return config.Tenant{}, &Error{Code: pgerrcode.InvalidAuthorizationSpecification, Message: fmt.Sprintf("tenantproxy: user %q has profile analytics: it may connect only to %q", id.User, config.Analytics)}
 		}
-		return config.Tenant{}, &Error{Code: "28000", Message: fmt.Sprintf("tenantproxy: user %q is not allowed to connect to %q: that needs profile analytics", id.User, config.Analytics)}
+		return config.Tenant{}, &Error{Code: pgerrcode.InvalidAuthorizationSpecification, Message: fmt.Sprintf("tenantproxy: user %q is not allowed to connect to %q: that needs profile analytics", id.User, config.Analytics)}
 	}
 	t, ok := s.tenants[id.Tenant]
 	if !ok {

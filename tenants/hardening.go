@@ -261,8 +261,6 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 	fmt.Fprintf(out, "init: analytics role %s (NOLOGIN) and schema %s ready\n", q(config.AnalyticsRole), q(config.Analytics))
 	if st.adminSuper {
 		fmt.Fprintf(out, "init: statistics views and pg_stat_get_* functions closed to tenants; tenant-scoped views in schema %s\n", q(StatsSchema))
-	}
-	if st.adminSuper {
 		fmt.Fprintf(out, "init: hardening applied in database %s: EXECUTE revoked on %d functions, USAGE on %d languages, TEMPORARY, CREATE on public, SELECT on %d views\n",
 			q(st.database), len(st.signatures), len(st.languages), len(closedViews))
 	} else {
