@@ -16,9 +16,9 @@ import (
 // Cross-tenant analytics (ADR-002 phase 4). The schema "analytics", owned by the owner role, holds one view
 // per tenant table name: the UNION ALL of that table across every active tenant, with a leading column
 // "tenant" holding the tenant's name as a constant of each branch, so that a query filtering on tenant
-// reads only that tenant's table (the planner drops the other branches). `analytics refresh` rebuilds the
-// views in one transaction; tenant create, drop, suspend, resume, restore and migrate up run it
-// afterwards. A [[users]] profile = "analytics" user connects through the proxy as the NOLOGIN role
+// reads only that tenant's table (the planner drops the other branches). `analytics refresh` brings the
+// views up to date in one transaction, rebuilding only what changed (analytics_parts.go); tenant create,
+// drop, suspend, resume, restore and migrate up run it afterwards. A [[users]] profile = "analytics" user connects through the proxy as the NOLOGIN role
 // tenantproxy_analytics, which reads the analytics schema and nothing else: the views run with their
 // owner's privileges, so the role needs no privilege on any tenant schema.
 //
@@ -44,6 +44,9 @@ func analyticsSetupStatements(cfg *config.Config, roleExists bool) []string {
 		"ALTER SCHEMA "+s+" OWNER TO "+owner,
 		"REVOKE ALL ON SCHEMA "+s+" FROM PUBLIC",
 		"GRANT USAGE ON SCHEMA "+s+" TO "+role,
+		"CREATE SCHEMA IF NOT EXISTS "+q(analyticsPartsSchema)+" AUTHORIZATION "+owner,
+		"ALTER SCHEMA "+q(analyticsPartsSchema)+" OWNER TO "+owner,
+		"REVOKE ALL ON SCHEMA "+q(analyticsPartsSchema)+" FROM PUBLIC",
 	)
 }
 
@@ -116,21 +119,49 @@ func planAnalytics(cols []analyticsColumn) []analyticsView {
 	return out
 }
 
-// sql is the view's CREATE statement.
-func (v analyticsView) sql() string {
-	var b strings.Builder
-	b.WriteString("CREATE VIEW " + q(config.Analytics) + "." + q(v.table) + " AS\n")
-	cols := ""
-	for _, c := range v.columns {
-		cols += ", " + q(c)
+// tenantColumns reads the columns of every active tenant's tables, ordered by tenant name, table name and
+// column number. Two queries joined here: in one, the planner misjudges the catalog join and probes
+// pg_class once per tenant (0.7 s at 1,000 tenants instead of 30 ms).
+func tenantColumns(ctx context.Context, tx pgx.Tx, suspended []string) ([]analyticsColumn, error) {
+	type tenantNS struct{ name, schema string }
+	rows, err := tx.Query(ctx, `
+SELECT n.oid, t.name, t.schema FROM tenantproxy.tenants t JOIN pg_namespace n ON n.nspname = t.schema
+WHERE t.status = 'active' AND t.name <> ALL($1)`, suspended)
+	if err != nil {
+		return nil, err
 	}
-	for i, t := range v.tenants {
-		if i > 0 {
-			b.WriteString("\nUNION ALL\n")
-		}
-		b.WriteString("SELECT " + lit(t[0]) + "::text AS tenant" + cols + " FROM " + q(t[1]) + "." + q(v.table))
+	byNS := map[uint32]tenantNS{}
+	var oids []uint32
+	var oid uint32
+	var tn tenantNS
+	if _, err := pgx.ForEachRow(rows, []any{&oid, &tn.name, &tn.schema}, func() error {
+		byNS[oid] = tn
+		oids = append(oids, oid)
+		return nil
+	}); err != nil {
+		return nil, err
 	}
-	return b.String()
+	rows, err = tx.Query(ctx, `
+SELECT c.relnamespace, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relnamespace = ANY($1::oid[]) AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+ORDER BY c.relname, a.attnum`, oids)
+	if err != nil {
+		return nil, err
+	}
+	var out []analyticsColumn
+	var c analyticsColumn
+	if _, err := pgx.ForEachRow(rows, []any{&oid, &c.table, &c.column, &c.typ}, func() error {
+		t := byNS[oid]
+		c.tenant, c.schema = t.name, t.schema
+		out = append(out, c)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	// Stable: within a tenant, tables and columns keep the query's order.
+	slices.SortStableFunc(out, func(a, b analyticsColumn) int { return strings.Compare(a.tenant, b.tenant) })
+	return out, nil
 }
 
 // RefreshResult says what a refresh built.
@@ -171,26 +202,11 @@ func refreshAnalytics(ctx context.Context, conn *pgx.Conn, cfg *config.Config) (
 			suspended = append(suspended, t.Name)
 		}
 	}
-	rows, err := tx.Query(ctx, `
-SELECT t.name, t.schema, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
-FROM tenantproxy.tenants t
-JOIN pg_namespace n ON n.nspname = t.schema
-JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE t.status = 'active' AND t.name <> ALL($1) AND NOT c.relispartition
-ORDER BY t.name, c.relname, a.attnum`, suspended)
+	cols, err := tenantColumns(ctx, tx, suspended)
 	if err != nil {
 		return res, catalogError(err)
 	}
-	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (analyticsColumn, error) {
-		var c analyticsColumn
-		err := r.Scan(&c.tenant, &c.schema, &c.table, &c.column, &c.typ)
-		return c, err
-	})
-	if err != nil {
-		return res, catalogError(err)
-	}
-	old, err := analyticsViews(ctx, tx)
+	existing, err := existingViews(ctx, tx)
 	if err != nil {
 		return res, err
 	}
@@ -199,12 +215,9 @@ ORDER BY t.name, c.relname, a.attnum`, suspended)
 	// Views are owned by the owner role, which owns every tenant table: reading a view needs no
 	// privilege on the tenant schemas.
 	stmts = append(stmts, "SET LOCAL ROLE "+q(cfg.Admin.OwnerRole))
-	if len(old) > 0 {
-		stmts = append(stmts, "DROP VIEW "+strings.Join(old, ", "))
-	}
+	stmts = append(stmts, refreshStatements(views, existing)...)
 	tenants := map[string]bool{}
 	for _, v := range views {
-		stmts = append(stmts, v.sql())
 		for _, t := range v.tenants {
 			tenants[t[0]] = true
 		}
@@ -257,10 +270,11 @@ SELECT r.oid IS NOT NULL, coalesce(r.rolcanlogin OR r.rolsuper OR r.rolbypassrls
        ARRAY(SELECT n.nspname::text || ' ' || a.privilege_type FROM pg_namespace n, aclexplode(n.nspacl) a
              WHERE a.grantee = r.oid AND n.nspname <> $3 ORDER BY 1),
        (SELECT o.rolname::text FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner WHERE n.nspname = $3),
-       ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END || ' ' || a.privilege_type
+       ARRAY(SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END || ' ' || a.privilege_type || ' ' || n.nspname
              FROM pg_namespace n, aclexplode(n.nspacl) a
-             WHERE n.nspname = $3 AND a.grantee NOT IN (n.nspowner, coalesce(r.oid, 0)) ORDER BY 1)
-FROM (SELECT 1) one LEFT JOIN pg_roles r ON r.rolname = $2`, d.poolOID, config.AnalyticsRole, config.Analytics).Scan(
+             WHERE (n.nspname = $3 AND a.grantee NOT IN (n.nspowner, coalesce(r.oid, 0)))
+                OR (n.nspname = $4 AND a.grantee <> n.nspowner) ORDER BY 1)
+FROM (SELECT 1) one LEFT JOIN pg_roles r ON r.rolname = $2`, d.poolOID, config.AnalyticsRole, config.Analytics, analyticsPartsSchema).Scan(
 		&exists, &login, &ofPool, &memberOf, &reach, &schemaOwner, &exposed)
 	if err != nil {
 		return err
@@ -288,32 +302,39 @@ FROM (SELECT 1) one LEFT JOIN pg_roles r ON r.rolname = $2`, d.poolOID, config.A
 			f.add(fmt.Sprintf("schema %s is owned by %s", q(config.Analytics), q(*schemaOwner)), "ALTER SCHEMA "+q(config.Analytics)+" OWNER TO "+q(d.cfg.Admin.OwnerRole)+";")
 		}
 		for _, x := range exposed {
-			g, priv, _ := strings.Cut(x, " ")
-			f.add(fmt.Sprintf("%s has %s on schema %s", g, priv, q(config.Analytics)), fmt.Sprintf("REVOKE %s ON SCHEMA %s FROM %s;", priv, q(config.Analytics), granteeSQL(g)))
+			parts := strings.SplitN(x, " ", 3)
+			g, priv, schema := parts[0], parts[1], parts[2]
+			f.add(fmt.Sprintf("%s has %s on schema %s", g, priv, q(schema)), fmt.Sprintf("REVOKE %s ON SCHEMA %s FROM %s;", priv, q(schema), granteeSQL(g)))
 		}
 	}
 	d.check("analytics role reads the analytics schema only", f, role+" on schema "+q(config.Analytics))
 	return nil
 }
 
-// analyticsViews lists the views of the analytics schema, as SQL names them.
-func analyticsViews(ctx context.Context, db querier) ([]string, error) {
-	rows, err := db.Query(ctx, "SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = to_regnamespace($1) AND c.relkind = 'v' ORDER BY 1", config.Analytics)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
-}
-
-// dropAnalyticsViews drops the analytics views inside tx: they depend on the tenant tables, so a DROP
-// SCHEMA, DROP TABLE or DROP COLUMN would otherwise fail on them. The next refresh rebuilds them.
+// dropAnalyticsViews drops every analytics view and part inside tx: they depend on the tenant tables, so
+// a DROP TABLE or DROP COLUMN of a migration would otherwise fail on them. The next refresh rebuilds them.
 func dropAnalyticsViews(ctx context.Context, tx pgx.Tx) error {
-	views, err := analyticsViews(ctx, tx)
-	if err != nil || len(views) == 0 {
+	existing, err := existingViews(ctx, tx)
+	if err != nil || len(existing) == 0 {
 		return err
 	}
-	_, err = tx.Exec(ctx, "DROP VIEW "+strings.Join(views, ", "))
-	return err
+	var tops, parts []string
+	for n := range existing {
+		if strings.HasPrefix(n, q(config.Analytics)+".") {
+			tops = append(tops, n)
+		} else {
+			parts = append(parts, n)
+		}
+	}
+	for _, list := range [][]string{tops, parts} {
+		if len(list) > 0 {
+			slices.Sort(list)
+			if _, err := tx.Exec(ctx, "DROP VIEW "+strings.Join(list, ", ")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // DropAnalyticsViews drops the analytics views in a transaction of their own (before migrate up).

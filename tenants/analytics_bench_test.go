@@ -16,15 +16,17 @@ const analyticsRowsPerTenant = 100
 // BenchmarkAnalytics1000 measures the analytics views over 1,000 tenants (the three sample migrations,
 // analyticsRowsPerTenant employees each), on a fresh database of the test cluster:
 //
-//	refresh-ms     `analytics refresh`: rebuild the three views of 1,000 branches each
+//	refresh-ms     `analytics refresh` from nothing: the three views of 1,000 branches each, in their parts
+//	again-ms       `analytics refresh` again, nothing changed
 //	count-all-ms   SELECT count(*) FROM analytics.employees, as the analytics role (100,000 rows)
 //	one-tenant-ms  SELECT count(*) FROM analytics.employees WHERE tenant = '<one>' (planning included)
-//	create-ms      one more `tenant create`, which refreshes the views itself
+//	create-ms      one more `tenant create`, which refreshes the views itself (one part per view)
+//	drop-ms        `tenant drop` of it, which refreshes too (the top views and one part per view)
 //
 // Run it with: go test ./tenants -run '^$' -bench Analytics1000 -benchtime 1x
 func BenchmarkAnalytics1000(b *testing.B) {
 	ctx := context.Background()
-	var refresh, countAll, oneTenant, create time.Duration
+	var refresh, again, countAll, oneTenant, create, drop time.Duration
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		e := newEnv(b, sampleMigrations(b))
@@ -55,6 +57,9 @@ func BenchmarkAnalytics1000(b *testing.B) {
 		start := time.Now()
 		e.must("analytics", "refresh")
 		refresh += time.Since(start)
+		start = time.Now()
+		e.must("analytics", "refresh")
+		again += time.Since(start)
 
 		an := e.connect(e.pool())
 		if _, err := an.Exec(ctx, "SET ROLE tenantproxy_analytics; SET search_path TO analytics"); err != nil {
@@ -85,10 +90,15 @@ func BenchmarkAnalytics1000(b *testing.B) {
 		start = time.Now()
 		e.must("tenant", "create", "late")
 		create += time.Since(start)
+		start = time.Now()
+		e.must("tenant", "drop", "late", "--yes")
+		drop += time.Since(start)
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(refresh.Milliseconds())/n, "refresh-ms")
 	b.ReportMetric(float64(countAll.Microseconds())/1000/n, "count-all-ms")
 	b.ReportMetric(float64(oneTenant.Microseconds())/1000/n, "one-tenant-ms")
+	b.ReportMetric(float64(again.Milliseconds())/n, "again-ms")
 	b.ReportMetric(float64(create.Milliseconds())/n, "create-ms")
+	b.ReportMetric(float64(drop.Milliseconds())/n, "drop-ms")
 }

@@ -165,11 +165,108 @@ func TestPlanAnalyticsKeepsTheColumnsEveryTenantShares(t *testing.T) {
 		got[1].table != "extra" || len(got[1].tenants) != 1 || got[1].tenants[0][0] != "globex" {
 		t.Fatalf("plan: %+v", got)
 	}
-	want := `CREATE VIEW "analytics"."emp" AS
-SELECT 'acme'::text AS tenant, "id", "name" FROM "s1"."emp"
-UNION ALL
-SELECT 'globex'::text AS tenant, "id", "name" FROM "s2"."emp"`
-	if sql := got[0].sql(); sql != want {
-		t.Fatalf("view SQL:\n%s\nwant:\n%s", sql, want)
+	parts, top := got[0].defs()
+	var partNames []string
+	for _, p := range parts {
+		partNames = append(partNames, p.name)
+	}
+	for _, tn := range [][2]string{{"acme", "s1"}, {"globex", "s2"}} {
+		branch := "SELECT '" + tn[0] + "'::text AS tenant, \"id\", \"name\" FROM \"" + tn[1] + "\".\"emp\""
+		n := 0
+		for _, p := range parts {
+			n += strings.Count(p.body, branch)
+		}
+		if n != 1 {
+			t.Errorf("tenant %s is in %d parts, want 1: %+v", tn[0], n, parts)
+		}
+	}
+	for _, p := range parts {
+		if !strings.HasPrefix(p.name, `"analytics_parts"."emp__`) || !strings.Contains(top.body, `SELECT tenant, "id", "name" FROM `+p.name) {
+			t.Errorf("part %s is not in the top view:\n%s", p.name, top.body)
+		}
+	}
+	if top.name != `"analytics"."emp"` || strings.Count(top.body, "SELECT") != len(parts) {
+		t.Errorf("top view %s:\n%s", top.name, top.body)
+	}
+}
+
+func TestRefreshStatementsRebuildOnlyWhatChanged(t *testing.T) {
+	view := func(tenants ...string) analyticsView {
+		v := analyticsView{table: "emp", columns: []string{"id"}}
+		for _, tn := range tenants {
+			v.tenants = append(v.tenants, [2]string{tn, "s_" + tn})
+		}
+		return v
+	}
+	// Tenants in the same bucket, and one in another.
+	var same []string
+	for i := 0; len(same) < 3; i++ {
+		if n := fmt.Sprintf("c%d", i); bucketOf(n) == 5 {
+			same = append(same, n)
+		}
+	}
+	other := "x0"
+	for i := 1; bucketOf(other) == 5; i++ {
+		other = fmt.Sprintf("x%d", i)
+	}
+	built := func(v analyticsView) map[string]string {
+		m := map[string]string{}
+		parts, top := v.defs()
+		for _, p := range append(parts, top) {
+			m[p.name] = p.hash()
+		}
+		return m
+	}
+	before := view(same[0], same[1], other)
+	cases := []struct {
+		name     string
+		views    []analyticsView
+		existing map[string]string
+		want     []string // statement prefixes, in order
+	}{
+		{"from nothing: parts, then the top", []analyticsView{before}, map[string]string{},
+			[]string{`CREATE VIEW "analytics_parts"."emp__`, "COMMENT ON VIEW", `CREATE VIEW "analytics_parts"."emp__`, "COMMENT ON VIEW", `CREATE VIEW "analytics"."emp"`, "COMMENT ON VIEW"}},
+		{"nothing changed", []analyticsView{before}, built(before), nil},
+		{"a tenant joins a bucket: one part replaced in place", []analyticsView{view(same[0], same[1], same[2], other)}, built(before),
+			[]string{`CREATE OR REPLACE VIEW "analytics_parts"."emp__05"`, "COMMENT ON VIEW"}},
+		{"a bucket empties: the top is rebuilt and the part dropped", []analyticsView{view(same[0], same[1])}, built(before),
+			[]string{`DROP VIEW "analytics"."emp"`, `DROP VIEW "analytics_parts"."emp__`, `CREATE VIEW "analytics"."emp"`, "COMMENT ON VIEW"}},
+		{"the table is gone", nil, built(before),
+			[]string{`DROP VIEW "analytics"."emp"`, `DROP VIEW "analytics_parts"."emp__`, `DROP VIEW "analytics_parts"."emp__`}},
+	}
+	for _, c := range cases {
+		got := refreshStatements(c.views, c.existing)
+		ok := len(got) == len(c.want)
+		for i := 0; ok && i < len(got); i++ {
+			ok = strings.HasPrefix(got[i], c.want[i])
+		}
+		if !ok {
+			t.Errorf("%s:\n%s\nwant prefixes:\n%s", c.name, strings.Join(got, "\n"), strings.Join(c.want, "\n"))
+		}
+	}
+}
+
+func TestDoctorFailsWhenTheAnalyticsViewsAreExposed(t *testing.T) {
+	e := opaqueEnv(t)
+	e.must("tenant", "create", "acme")
+	acme := e.cfg.TenantRole("acme", catalogSchemaOf(t, e, "acme"))
+	for _, grant := range []string{
+		"GRANT USAGE ON SCHEMA analytics TO " + q(acme),
+		"GRANT USAGE ON SCHEMA analytics_parts TO PUBLIC",
+		"GRANT USAGE ON SCHEMA analytics_parts TO " + q(config.AnalyticsRole),
+		"ALTER ROLE " + q(config.AnalyticsRole) + " LOGIN",
+	} {
+		e.exec(grant)
+		if r := e.run("doctor"); r.code != ExitFailure || !strings.Contains(r.stderr, "analytics role reads the analytics schema only") {
+			t.Errorf("doctor after %q: %v", grant, r)
+		}
+		rep, err := Doctor(context.Background(), e.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range rep.Failed() {
+			e.exec(f.Fix)
+		}
+		e.must("doctor")
 	}
 }

@@ -356,7 +356,7 @@ func dropTenant(ctx context.Context, conn *pgx.Conn, cfg *config.Config, name st
 		return tenantRef{}, catalogError(err)
 	}
 	t := newTenantRef(cfg, name, schema, "")
-	if err := dropAnalyticsViews(ctx, tx); err != nil {
+	if err := dropTenantViews(ctx, tx, name); err != nil {
 		return t, fmt.Errorf("tenant %q: %w", name, err)
 	}
 	deps, err := outsideDependents(ctx, tx, schema)

@@ -180,7 +180,7 @@ func validateTenant(cfg *config.Config, name, schema string) error {
 	switch schema {
 	case SharedSchema:
 		return fmt.Errorf("invalid schema name for tenant %q: %q is the schema of shared tables", name, schema)
-	case config.Analytics, CatalogSchema, StatsSchema:
+	case config.Analytics, analyticsPartsSchema, CatalogSchema, StatsSchema:
 		return fmt.Errorf("invalid schema name for tenant %q: %q is a schema of tenantproxy", name, schema)
 	}
 	role := cfg.TenantRole(name, schema)
