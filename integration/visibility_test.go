@@ -106,6 +106,13 @@ var browseQueries = []browseQuery{
 	{"JDBC getSchemas", `SELECT nspname AS TABLE_SCHEM, NULL AS TABLE_CATALOG FROM pg_catalog.pg_namespace WHERE nspname <> 'pg_toast' AND (nspname !~ '^pg_temp_' OR nspname = (pg_catalog.current_schemas(true))[1]) AND (nspname !~ '^pg_toast_temp_' OR nspname = replace((pg_catalog.current_schemas(true))[1], 'pg_temp_', 'pg_toast_temp_')) ORDER BY TABLE_SCHEM`, "{schema}"},
 	{"node-postgres array types", `SELECT oid, typname, typarray FROM pg_catalog.pg_type WHERE typname IN ('employees', '_employees')`, "employees"},
 
+	// Definitions and sources every role can read: the analytics views must not name the tenants in them.
+	{"pg_views", `SELECT schemaname, viewname, definition FROM pg_catalog.pg_views`, ""},
+	{"pg_get_viewdef of every view", `SELECT c.oid::regclass, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c WHERE c.relkind IN ('v', 'm')`, ""},
+	{"pg_rewrite", `SELECT ev_class::regclass, ev_action::text FROM pg_catalog.pg_rewrite`, ""},
+	{"pg_proc sources", `SELECT proname, prosrc, proconfig FROM pg_catalog.pg_proc WHERE pronamespace <> 'pg_catalog'::regnamespace`, ""},
+	{"comments", `SELECT description FROM pg_catalog.pg_description UNION ALL SELECT description FROM pg_catalog.pg_shdescription`, ""},
+
 	// Monitoring a tenant still can do: its own statistics, through tenant_stats (unqualified too).
 	{"tenant_stats tables", `SELECT schemaname, relname, n_live_tup, seq_scan FROM tenant_stats.pg_stat_user_tables`, "employees"},
 	{"tenant_stats unqualified", `SELECT schemaname, relname, n_live_tup FROM pg_stat_user_tables`, "employees"},
@@ -120,6 +127,7 @@ var closedToTenants = []string{
 	"SELECT * FROM pg_catalog.pg_locks", "SELECT * FROM pg_catalog.pg_stat_database",
 	"SELECT pg_stat_get_live_tuples(c.oid) FROM pg_class c WHERE relname = 'employees'",
 	"SELECT pg_stat_get_numscans(c.oid) FROM pg_class c WHERE relname = 'employees'",
+	"SELECT * FROM analytics.employees", "SELECT * FROM analytics_parts.tenant_name('x')",
 }
 
 // render is every value of every row of the answer, as text.

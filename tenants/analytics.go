@@ -215,6 +215,7 @@ func refreshAnalytics(ctx context.Context, conn *pgx.Conn, cfg *config.Config) (
 	// Views are owned by the owner role, which owns every tenant table: reading a view needs no
 	// privilege on the tenant schemas.
 	stmts = append(stmts, "SET LOCAL ROLE "+q(cfg.Admin.OwnerRole))
+	stmts = append(stmts, tenantNameFuncStatements()...)
 	stmts = append(stmts, refreshStatements(views, existing)...)
 	tenants := map[string]bool{}
 	for _, v := range views {

@@ -24,6 +24,27 @@ import (
 // changed. The planner flattens the nested UNION ALLs into one append, so a filter on tenant still reads one
 // table.
 
+// Tenant names stay out of the view definitions: pg_get_viewdef, pg_views and pg_rewrite show every view's
+// SQL to every role, so a branch written as 'acme'::text would hand each tenant the list of customers and
+// their schemas. A branch's tenant column is tenantNameFunc(<schema>) instead: an IMMUTABLE SECURITY
+// DEFINER function of the owner role that reads the name from the catalog and that only the analytics
+// role may execute. The planner evaluates an immutable function of a constant while it plans, so the
+// column is still a constant per branch and a filter on tenant still drops the other branches.
+
+// tenantNameFunc maps a tenant schema to the tenant's name, for the analytics role.
+const tenantNameFunc = `"analytics_parts"."tenant_name"`
+
+// tenantNameFuncStatements (re)create tenantNameFunc; they run as the owner role.
+func tenantNameFuncStatements() []string {
+	return []string{
+		"CREATE OR REPLACE FUNCTION " + tenantNameFunc + "(schema text) RETURNS text" +
+			" LANGUAGE sql IMMUTABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS " +
+			lit("SELECT name FROM tenantproxy.tenants WHERE schema = $1"),
+		"REVOKE ALL ON FUNCTION " + tenantNameFunc + "(text) FROM PUBLIC",
+		"GRANT EXECUTE ON FUNCTION " + tenantNameFunc + "(text) TO " + q(config.AnalyticsRole),
+	}
+}
+
 // analyticsPartsSchema holds the parts of the analytics views.
 const analyticsPartsSchema = "analytics_parts"
 
@@ -86,7 +107,7 @@ func (v analyticsView) defs() (parts []viewDef, top viewDef) {
 			if j > 0 {
 				body.WriteString("\nUNION ALL\n")
 			}
-			body.WriteString("SELECT " + lit(t[0]) + "::text AS tenant" + cols + " FROM " + q(t[1]) + "." + q(v.table))
+			body.WriteString("SELECT " + tenantNameFunc + "(" + lit(t[1]) + ") AS tenant" + cols + " FROM " + q(t[1]) + "." + q(v.table))
 		}
 		p := viewDef{name: q(analyticsPartsSchema) + "." + q(partName(v.table, b)), body: body.String()}
 		parts = append(parts, p)

@@ -171,7 +171,7 @@ func TestPlanAnalyticsKeepsTheColumnsEveryTenantShares(t *testing.T) {
 		partNames = append(partNames, p.name)
 	}
 	for _, tn := range [][2]string{{"acme", "s1"}, {"globex", "s2"}} {
-		branch := "SELECT '" + tn[0] + "'::text AS tenant, \"id\", \"name\" FROM \"" + tn[1] + "\".\"emp\""
+		branch := "SELECT " + tenantNameFunc + "('" + tn[1] + "') AS tenant, \"id\", \"name\" FROM \"" + tn[1] + "\".\"emp\""
 		n := 0
 		for _, p := range parts {
 			n += strings.Count(p.body, branch)
