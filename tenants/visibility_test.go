@@ -212,3 +212,22 @@ func TestRestoreAsANewTenantGetsAnOpaqueSchema(t *testing.T) {
 		t.Fatalf("doctor still warns after the move: %+v", c)
 	}
 }
+
+func TestInitClosesPgStatStatementsWhenInstalled(t *testing.T) {
+	e := newEnv(t, sampleMigrations(t))
+	e.cfg.Tenancy.Role = "tenant_{schema}"
+	e.exec("CREATE EXTENSION pg_stat_statements")
+	r := e.run("doctor")
+	if r.code != ExitFailure || !strings.Contains(r.stdout, "pg_stat_statements") {
+		t.Fatalf("doctor before init does not name pg_stat_statements: %v", r)
+	}
+	e.must("init")
+	e.must("tenant", "create", "acme")
+	acme := sessionAs(t, e, "acme", catalogSchemaOf(t, e, "acme"))
+	// Without shared_preload_libraries the view would fail anyway; the privilege check comes first.
+	for _, sql := range []string{"SELECT * FROM public.pg_stat_statements", "SELECT * FROM public.pg_stat_statements(true)", "SELECT * FROM public.pg_stat_statements_info"} {
+		if _, err := acme.Exec(context.Background(), sql); sqlState(err) != "42501" {
+			t.Errorf("%s as a tenant: %v, want 42501", sql, err)
+		}
+	}
+}
