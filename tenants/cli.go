@@ -56,7 +56,7 @@ var commands = []command{
 	{path: "tenant create", args: "NAME [--schema S]", minArgs: 1, maxArgs: 1,
 		summary: "create a tenant: schema, NOLOGIN role, grants, default privileges, all migrations, catalog row (idempotent)",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
-			schema := fs.String("schema", "", "schema `S` of the tenant (default: NAME)")
+			schema := fs.String("schema", "", "schema `S` of the tenant (default: the catalog's or [[tenants]] one, else a new random id)")
 			return func(a []string) error { return afterChange(e, runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout)) }
 		}},
 	{path: "tenant list", args: "[--json]", summary: "list tenants with status, migration version and size",
