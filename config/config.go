@@ -49,13 +49,25 @@ const (
 	ProfileApp      Profile = "app"
 	ProfileReadonly Profile = "readonly"
 	ProfileOwner    Profile = "owner"
+	// ProfileAnalytics reads the cross-tenant views of the analytics schema, and nothing else, read-only.
+	ProfileAnalytics Profile = "analytics"
 )
+
+// Analytics is the name an analytics user connects to (database "analytics", or user@analytics), the
+// schema holding the cross-tenant views, and so a name no tenant may have.
+const Analytics = "analytics"
+
+// StatsSchema holds the tenant-scoped replacements of the statistics views that init closes to tenants.
+const StatsSchema = "tenant_stats"
+
+// AnalyticsRole is the NOLOGIN role the session of an analytics user runs as.
+const AnalyticsRole = "tenantproxy_analytics"
 
 // PoolModes are the valid [pool] modes.
 var PoolModes = []PoolMode{ModeTransaction, ModeSession}
 
 // Profiles are the valid [[users]] profiles.
-var Profiles = []Profile{ProfileApp, ProfileReadonly, ProfileOwner}
+var Profiles = []Profile{ProfileApp, ProfileReadonly, ProfileOwner, ProfileAnalytics}
 
 // Valid reports whether m is one of PoolModes.
 func (m PoolMode) Valid() bool { return slices.Contains(PoolModes, m) }
@@ -229,7 +241,8 @@ type User struct {
 	// Password is plain text, a SCRAM-SHA-256 verifier or an md5 hash ("md5" + 32 hex digits).
 	Password string   `toml:"password"`
 	Tenants  []string `toml:"tenants"`
-	// Profile is "app" (default), "readonly" or "owner".
+	// Profile is "app" (default), "readonly", "owner" or "analytics" (the cross-tenant views only; its
+	// Tenants are ignored).
 	Profile Profile `toml:"profile"`
 }
 
@@ -372,9 +385,12 @@ func (c *Config) applyDefaults() {
 		c.Tenancy.Resolve = []string{"user", "database"}
 	}
 	s(&c.Tenancy.UserSeparator, "@")
-	s(&c.Tenancy.Role, "tenant_{tenant}")
+	// Derived from the schema, so that opaque schema names make opaque role names.
+	s(&c.Tenancy.Role, "tenant_{schema}")
 	if len(c.Tenancy.SearchPath) == 0 {
-		c.Tenancy.SearchPath = []string{"{schema}", "public"}
+		// tenant_stats before pg_catalog: a tool that reads pg_stat_user_tables unqualified (Metabase's sync)
+		// gets the tenant's own statistics instead of a permission error.
+		c.Tenancy.SearchPath = []string{"{schema}", StatsSchema, "pg_catalog", "public"}
 	}
 	s(&c.Tenancy.Setting, "tenantproxy.tenant")
 	if c.Tenancy.RequireHardening == nil {
@@ -490,6 +506,9 @@ func (c *Config) Validate() error {
 		if seenT[t.Name] {
 			bad(key, "tenant %q is listed twice", t.Name)
 		}
+		if t.Name == Analytics {
+			bad(key, "%q is reserved for the analytics user", t.Name)
+		}
 		seenT[t.Name] = true
 		if err := pgident.ValidateName(t.Schema); err != nil {
 			bad(fmt.Sprintf("[[tenants]] %s schema", t.Name), "%v", err)
@@ -504,6 +523,9 @@ func (c *Config) Validate() error {
 		}
 		if t.StatementTimeout.Duration < 0 {
 			bad(fmt.Sprintf("[[tenants]] %s statement_timeout", t.Name), "must not be negative")
+		}
+		if t.Schema == Analytics {
+			bad(fmt.Sprintf("[[tenants]] %s schema", t.Name), "%q is the schema of the cross-tenant views", t.Schema)
 		}
 	}
 	seenU := map[string]bool{}

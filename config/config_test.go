@@ -36,8 +36,8 @@ func TestParseAppliesDefaults(t *testing.T) {
 		{"resolve", strings.Join(c.Tenancy.Resolve, ","), "user,database"},
 		{"require hardening", c.RequiresHardening(), true},
 		{"pool size kept", c.Backend.PoolSize, 5},
-		{"role expands", c.TenantRole("acme", "acme_s"), "tenant_acme"},
-		{"search_path expands", strings.Join(c.TenantSearchPath("acme", "acme_s"), ","), "acme_s,public"},
+		{"role expands from the schema", c.TenantRole("acme", "acme_s"), "tenant_acme_s"},
+		{"search_path expands", strings.Join(c.TenantSearchPath("acme", "acme_s"), ","), "acme_s,tenant_stats,pg_catalog,public"},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -69,6 +69,9 @@ func TestParseRejectsBadInputNamingTheKey(t *testing.T) {
 		{"negative tenant max_clients", strings.Replace(minimal, `name = "acme"`, "name = \"acme\"\nmax_clients = -2", 1), "[[tenants]] acme max_clients"},
 		{"bad tenant statement_timeout", strings.Replace(minimal, `name = "acme"`, "name = \"acme\"\nstatement_timeout = \"later\"", 1), "later"},
 		{"negative tenant_max_clients", strings.Replace(minimal, "[auth]", "[pool]\ntenant_max_clients = -1\n[auth]", 1), "[pool] tenant_max_clients"},
+		{"tenant named analytics", strings.Replace(minimal, `name = "acme"`, `name = "analytics"`, 1), "reserved for the analytics user"},
+		{"tenant schema analytics", minimal + "\n[[tenants]]\nname = \"globex\"\nschema = \"analytics\"\n", "schema of the cross-tenant views"},
+		{"unknown profile", minimal + "\n[[users]]\nname = \"bi\"\nprofile = \"analyst\"\n", "[[users]] bi profile"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

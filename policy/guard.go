@@ -20,12 +20,14 @@ const (
 	ProfileOwner
 )
 
-// ParseProfile returns the Profile named by a configuration string: "app", "readonly" or "owner".
+// ParseProfile returns the Profile named by a configuration string: "app", "readonly" (or "analytics")
+// or "owner".
 func ParseProfile(s string) (Profile, error) {
 	switch s {
 	case "app":
 		return ProfileApp, nil
-	case "readonly":
+	case "readonly", "analytics":
+		// An analytics user is a read-only user whose session reads the analytics schema only.
 		return ProfileReadonly, nil
 	case "owner":
 		return ProfileOwner, nil

@@ -75,3 +75,14 @@ func (x Context) VerifySQL(poolRole string) string {
 		" AND coalesce(current_setting(" + pgident.QuoteLiteral(x.Setting) + ", true), '') = " + pgident.QuoteLiteral(x.Tenant) +
 		" AND current_schemas(false) <@ ARRAY[" + strings.Join(quoted, ", ") + "]::name[]"
 }
+
+// AnalyticsContext is the context of an analytics user's session: the analytics role, only the analytics
+// schema on its search_path, and the tenant setting "analytics", which no tenant has.
+func AnalyticsContext(c *config.Config) Context {
+	return Context{
+		Role:       config.AnalyticsRole,
+		SearchPath: []string{config.Analytics},
+		Setting:    c.Tenancy.Setting,
+		Tenant:     config.Analytics,
+	}
+}

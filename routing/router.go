@@ -45,8 +45,11 @@ func NewRouter(cfg *config.Config, tenants []config.Tenant) *Router {
 func (r *Router) Update(cfg *config.Config, tenants []config.Tenant) {
 	s := &Snapshot{cfg: cfg, tenants: make(map[string]config.Tenant, len(tenants)), users: make(map[string]*config.User, len(cfg.Users))}
 	for _, t := range tenants {
-		s.tenants[t.Name] = t
+		if t.Name != config.Analytics {
+			s.tenants[t.Name] = t
+		}
 	}
+	s.tenants[config.Analytics] = config.Tenant{Name: config.Analytics, Schema: config.Analytics}
 	for i := range cfg.Users {
 		s.users[cfg.Users[i].Name] = &cfg.Users[i]
 	}
@@ -95,6 +98,16 @@ func (s *Snapshot) Authorize(id Identity) (config.Tenant, *pgerr.Error) {
 	if u == nil {
 		return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidPassword, "password authentication failed for user %q", id.User)
 	}
+	// An analytics user reaches the analytics views and no tenant; no other user reaches them.
+	if analytics := u.Profile == config.ProfileAnalytics; analytics || id.Tenant == config.Analytics {
+		if analytics && id.Tenant == config.Analytics {
+			return s.tenants[config.Analytics], nil
+		}
+		if analytics {
+			return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: user %q has profile analytics: it may connect only to %q", id.User, config.Analytics)
+		}
+		return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidAuthorizationSpecification, "tenantproxy: user %q is not allowed to connect to %q: that needs profile analytics", id.User, config.Analytics)
+	}
 	t, ok := s.tenants[id.Tenant]
 	if !ok {
 		return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidCatalogName, "tenantproxy: tenant %q does not exist", id.Tenant)
@@ -115,11 +128,13 @@ func (s *Snapshot) Authorize(id Identity) (config.Tenant, *pgerr.Error) {
 	return t, nil
 }
 
-// Tenants returns the tenants of the snapshot.
+// Tenants returns the tenants of the snapshot (not the analytics pseudo-tenant).
 func (s *Snapshot) Tenants() []config.Tenant {
 	out := make([]config.Tenant, 0, len(s.tenants))
 	for _, t := range s.tenants {
-		out = append(out, t)
+		if t.Name != config.Analytics {
+			out = append(out, t)
+		}
 	}
 	return out
 }

@@ -323,7 +323,7 @@ func (e *Engine) startupSettings(info ClientInfo) map[string][]string {
 	for k, v := range info.Params {
 		m[k] = []string{v}
 	}
-	if info.Profile == "readonly" {
+	if info.Profile == "readonly" || info.Profile == "analytics" {
 		// The server enforces it too: every transaction of a read-only user is READ ONLY, and the guard
 		// refuses what would turn it off.
 		m["default_transaction_read_only"] = []string{"on"}

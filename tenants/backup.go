@@ -294,7 +294,8 @@ func restoreTenant(ctx context.Context, cfg *config.Config, file string, opts re
 	}
 	name, schema := meta.Tenant, meta.Schema
 	if opts.as != "" {
-		name, schema = opts.as, opts.as
+		// A new tenant gets an opaque schema, as from tenant create.
+		name, schema = opts.as, NewOpaqueSchema()
 	}
 	if opts.schema != "" {
 		schema = opts.schema

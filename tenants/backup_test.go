@@ -29,8 +29,8 @@ func employeeRows(t *testing.T, e *testEnv, schema string) string {
 func seedAcme(t *testing.T, e *testEnv) {
 	t.Helper()
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	conn := poolSession(t, e, "acme")
 	if _, err := conn.Exec(context.Background(), `
 INSERT INTO departments (name) VALUES ('R&D'), ('People');
@@ -91,7 +91,7 @@ func TestRestoreAsACopyLeavesTheOriginalUntouched(t *testing.T) {
 
 	// acme stays online: a session of it stays open across the restore.
 	acme := poolSession(t, e, "acme")
-	if r := e.must("tenant", "restore", file, "--as", "acme_copy"); !strings.Contains(r.stdout, "tenant acme_copy: restored") {
+	if r := e.must("tenant", "restore", file, "--as", "acme_copy", "--schema", "acme_copy"); !strings.Contains(r.stdout, "tenant acme_copy: restored") {
 		t.Fatalf("restore --as: %v", r)
 	}
 	if got := employeeRows(t, e, "acme_copy"); got != before {
@@ -159,7 +159,7 @@ func TestRestoreFailureLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("restore of a missing file: %v", r)
 	}
 	e.exec("CREATE SCHEMA beta")
-	if r := e.run("tenant", "restore", file, "--as", "beta"); r.code != ExitFailure || !strings.Contains(r.stderr, `schema "beta" already exists`) {
+	if r := e.run("tenant", "restore", file, "--as", "beta", "--schema", "beta"); r.code != ExitFailure || !strings.Contains(r.stderr, `schema "beta" already exists`) {
 		t.Fatalf("restore onto an existing schema: %v", r)
 	}
 }

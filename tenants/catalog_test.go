@@ -63,7 +63,7 @@ func expectList(t *testing.T, lists <-chan []config.Tenant, want string, within 
 func TestWatchCatalogSeesCreateSuspendDropWithinASecond(t *testing.T) {
 	e := newEnv(t, nil)
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	lists := watch(t, e)
 	expectList(t, lists, "acme/acme", 5*time.Second)
 
@@ -94,7 +94,7 @@ func TestWatchCatalogReconnectsWhenItsConnectionIsKilled(t *testing.T) {
 	if killed != 1 {
 		t.Fatalf("terminated %d catalog connections, want 1", killed)
 	}
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	expectList(t, lists, "acme/acme", 3*time.Second)
 	// The new connection gets notifications again.
 	e.must("tenant", "suspend", "acme")

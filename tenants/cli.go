@@ -62,12 +62,13 @@ var commands = []command{
 	{path: "tenant create", args: "NAME [--schema S]", minArgs: 1, maxArgs: 1,
 		summary: "create a tenant: schema, NOLOGIN role, grants, default privileges, all migrations, catalog row (idempotent)",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
-			schema := fs.String("schema", "", "schema `S` of the tenant (default: NAME)")
+			schema := fs.String("schema", "", "schema `S` of the tenant (default: the catalog's or [[tenants]] one, else a new random id)")
 			return func(a []string) error {
-				if err := runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout); err != nil {
-					return err
+				err := runTenantCreate(e.ctx, e.cfg, a[0], *schema, e.stdout)
+				if err == nil {
+					err = applyOwnFiles(e.ctx, e.cfg, a[0], *schema, e.stdout)
 				}
-				return applyOwnFiles(e.ctx, e.cfg, a[0], *schema, e.stdout)
+				return afterChange(e, err)
 			}
 		}},
 	{path: "tenant list", args: "[--json]", summary: "list tenants with status, migration version and size",
@@ -77,11 +78,13 @@ var commands = []command{
 		}},
 	{path: "tenant suspend", args: "NAME", minArgs: 1, maxArgs: 1, summary: "suspend a tenant: the proxy refuses its new sessions",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
-			return func(a []string) error { return setStatus(e.ctx, e.cfg, a[0], StatusSuspended, e.stdout) }
+			return func(a []string) error {
+				return afterChange(e, setStatus(e.ctx, e.cfg, a[0], StatusSuspended, e.stdout))
+			}
 		}},
 	{path: "tenant resume", args: "NAME", minArgs: 1, maxArgs: 1, summary: "resume a suspended tenant",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
-			return func(a []string) error { return setStatus(e.ctx, e.cfg, a[0], StatusActive, e.stdout) }
+			return func(a []string) error { return afterChange(e, setStatus(e.ctx, e.cfg, a[0], StatusActive, e.stdout)) }
 		}},
 	{path: "tenant drop", args: "NAME --yes", minArgs: 1, maxArgs: 1,
 		summary: "drop a tenant's schema with all its data, its role and its catalog rows",
@@ -91,7 +94,7 @@ var commands = []command{
 				if !*yes {
 					return usagef("refusing to drop tenant %q without --yes: it destroys its schema with all its data, its role and its catalog rows", a[0])
 				}
-				return runTenantDrop(e.ctx, e.cfg, a[0], e.stdout)
+				return afterChange(e, runTenantDrop(e.ctx, e.cfg, a[0], e.stdout))
 			}
 		}},
 	{path: "tenant backup", args: "NAME --out FILE", minArgs: 1, maxArgs: 1,
@@ -109,9 +112,9 @@ var commands = []command{
 		summary: "restore a tenant backup, under its own name or as a new tenant; other tenants are not touched",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			var o restoreOptions
-			fs.StringVar(&o.as, "as", "", "restore as tenant `NEWNAME` (schema NEWNAME unless --schema)")
+			fs.StringVar(&o.as, "as", "", "restore as tenant `NEWNAME` (a new opaque schema unless --schema)")
 			fs.StringVar(&o.schema, "schema", "", "schema `S` to restore into")
-			return func(a []string) error { return restoreTenant(e.ctx, e.cfg, a[0], o, e.stdout) }
+			return func(a []string) error { return afterChange(e, restoreTenant(e.ctx, e.cfg, a[0], o, e.stdout)) }
 		}},
 	{path: "migrate up", args: "[--to V] [--tenant NAME | --tenants A,B] [--exclude A,B] [--canary N] [--wave P [--max-failures F]] [--parallel N] [--dry-run]",
 		summary: "apply pending migrations: shared ones once, then each tenant lock-safely, in rollout order and optional waves",
@@ -143,7 +146,14 @@ var commands = []command{
 				case o.tenant != "" && len(o.tenants) > 0:
 					return usagef("--tenant and --tenants are exclusive")
 				}
-				return migrateUp(e.ctx, e.cfg, o, e.stdout, e.stderr)
+				if o.dryRun {
+					return migrateUp(e.ctx, e.cfg, o, e.stdout, e.stderr)
+				}
+				// A migration may drop or retype a column that an analytics view reads.
+				if err := DropAnalyticsViews(e.ctx, e.cfg); err != nil {
+					return err
+				}
+				return afterChange(e, migrateUp(e.ctx, e.cfg, o, e.stdout, e.stderr))
 			}
 		}},
 	{path: "migrate status", args: "[--json] [--drift]", summary: "print each tenant's migration version and pending count, tenants per version, tenant-specific files",
@@ -185,6 +195,11 @@ var commands = []command{
 				return migrateRepair(e.ctx, e.cfg, tenant, dry, e.stdout)
 			}
 		}},
+	{path: "analytics refresh",
+		summary: "rebuild the schema analytics: per tenant table, a view of it across every active tenant with a leading tenant column",
+		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
+			return func([]string) error { return runAnalyticsRefresh(e.ctx, e.cfg, e.stdout) }
+		}},
 	{path: "rls status", args: "[TABLE] [--json]", maxArgs: 1,
 		summary: "print the row level security state of shared tables (or of TABLE)",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
@@ -210,7 +225,7 @@ var commands = []command{
 }
 
 // Main runs a lifecycle subcommand of tenantproxy: init, doctor, tenant create|list|suspend|resume|drop|
-// backup|restore, migrate up|status|down|repair, rls status|enable|disable. args excludes the program name, for
+// backup|restore, migrate up|status|down|repair, analytics refresh, rls status|enable|disable. args excludes the program name, for
 // example ["tenant", "create", "acme"]; flags may come before or after positional arguments. Every
 // command accepts --help. Main returns the exit status: 0 success, 1 failure, 2 usage error.
 func Main(ctx context.Context, cfg *config.Config, args []string, stdout, stderr io.Writer) int {

@@ -18,6 +18,8 @@ type Check struct {
 	// Name says what must hold, for example "EXECUTE on set_config revoked".
 	Name string `json:"name"`
 	OK   bool   `json:"ok"`
+	// Warn marks a passed check that found something worth changing (printed as WARN).
+	Warn bool `json:"warn,omitempty"`
 	// Detail says what was found.
 	Detail string `json:"detail,omitempty"`
 	// Fix is the SQL or command that repairs a failed check.
@@ -46,10 +48,17 @@ func (r Report) Print(w io.Writer) error {
 	fmt.Fprintln(tw, "CHECK\tRESULT\tDETAIL\tFIX")
 	for _, c := range r.Checks {
 		res := "PASS"
-		if !c.OK {
+		switch {
+		case !c.OK:
 			res = "FAIL"
+		case c.Warn:
+			res = "WARN"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, res, oneLine(c.Detail), oneLine(c.Fix))
+		fix := c.Fix
+		if c.OK && !c.Warn {
+			fix = ""
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, res, oneLine(c.Detail), oneLine(fix))
 	}
 	return tw.Flush()
 }
@@ -127,7 +136,7 @@ func (d *doctor) check(name string, f findings, okDetail string) {
 
 func doctorConn(ctx context.Context, cfg *config.Config, conn *pgx.Conn, catalogOnly bool) (Report, error) {
 	d := &doctor{cfg: cfg, conn: conn, catalogOnly: catalogOnly, rlsSchemas: map[string]bool{}}
-	for _, step := range []func(context.Context) error{d.checkBasics, d.checkExposedGrants, d.checkPool, d.checkTenants} {
+	for _, step := range []func(context.Context) error{d.checkBasics, d.checkExposedGrants, d.checkStats, d.checkPool, d.checkAnalytics, d.checkTenants} {
 		if err := step(ctx); err != nil {
 			return Report{}, fmt.Errorf("doctor: %w", err)
 		}
@@ -398,7 +407,7 @@ FROM pg_roles r WHERE r.oid = $1`, *d.poolOID).Scan(
 
 // tenantRoleSet is every role of a tenant known to the config or the catalog.
 func (d *doctor) tenantRoleSet(ctx context.Context) (map[string]bool, error) {
-	set := map[string]bool{}
+	set := map[string]bool{config.AnalyticsRole: true}
 	for _, t := range d.cfg.Tenants {
 		set[d.cfg.TenantRole(t.Name, t.Schema)] = true
 	}
@@ -568,6 +577,7 @@ ORDER BY t.name`, names, schemas, roles, d.poolOID)
 	d.check("tenant roles own nothing", ownF, n)
 	d.check("tenant schemas exist and belong to the owner role", schemaF, n)
 	d.check("tenant schemas grant USAGE to their own tenant role only", grantF, n)
+	d.checkNaming(ts)
 	return d.checkTenantReach(ctx, ts)
 }
 

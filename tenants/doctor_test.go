@@ -56,8 +56,8 @@ func TestDoctorFailsOnAnUnhardenedServerAndPassesAfterInit(t *testing.T) {
 			t.Fatalf("init #%d: %v", i+1, r)
 		}
 	}
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	e.must("init")
 	rep, err = Doctor(ctx, e.cfg)
 	if err != nil {
@@ -93,8 +93,8 @@ func sqlState(err error) string {
 func TestHardeningLeavesATenantSessionOnlyItsOwnSchema(t *testing.T) {
 	e := newEnv(t, sampleMigrations(t))
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	conn := poolSession(t, e, "acme")
 	ctx := context.Background()
 
@@ -147,8 +147,8 @@ func TestHardeningLeavesATenantSessionOnlyItsOwnSchema(t *testing.T) {
 func TestDoctorNamesARegressionAndItsFixRepairsIt(t *testing.T) {
 	e := newEnv(t, sampleMigrations(t))
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	cases := []struct {
 		breakSQL string
 		check    string

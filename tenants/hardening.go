@@ -230,12 +230,25 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 		return fmt.Errorf("init: read server state: %w", err)
 	}
 	roles, catalog, hardening := initStatements(cfg, st)
+	analyticsRole, err := analyticsRoleExists(ctx, tx)
+	if err != nil {
+		return err
+	}
 	for _, step := range []struct {
 		what  string
 		stmts []string
-	}{{"roles", roles}, {"catalog", catalog}, {"hardening", hardening}} {
+	}{{"roles", roles}, {"catalog", catalog}, {"hardening", hardening}, {"analytics", analyticsSetupStatements(cfg, analyticsRole)}} {
 		if err := execScript(ctx, tx, step.stmts); err != nil {
 			return fmt.Errorf("init: %s: %w", step.what, err)
+		}
+	}
+	if st.adminSuper {
+		stats, err := statsHardening(ctx, tx, cfg, st.readAllStats)
+		if err == nil {
+			err = execScript(ctx, tx, stats)
+		}
+		if err != nil {
+			return fmt.Errorf("init: statistics views: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -245,7 +258,9 @@ func runInit(ctx context.Context, cfg *config.Config, out io.Writer) error {
 	fmt.Fprintf(out, "init: owner role %s (NOLOGIN) ready\n", q(cfg.Admin.OwnerRole))
 	fmt.Fprintf(out, "init: pool role %s (LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT) ready\n", q(cfg.Backend.User))
 	fmt.Fprintf(out, "init: catalog schema %s ready\n", q(CatalogSchema))
+	fmt.Fprintf(out, "init: analytics role %s (NOLOGIN) and schema %s ready\n", q(config.AnalyticsRole), q(config.Analytics))
 	if st.adminSuper {
+		fmt.Fprintf(out, "init: statistics views and pg_stat_get_* functions closed to tenants; tenant-scoped views in schema %s\n", q(StatsSchema))
 		fmt.Fprintf(out, "init: hardening applied in database %s: EXECUTE revoked on %d functions, USAGE on %d languages, TEMPORARY, CREATE on public, SELECT on %d views\n",
 			q(st.database), len(st.signatures), len(st.languages), len(closedViews))
 	} else {

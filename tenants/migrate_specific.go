@@ -191,9 +191,6 @@ func readAllSpecific(ctx context.Context, db querier) (map[string][]appliedMigra
 // applyOwnFiles applies the pending tenant-specific files of a tenant just created (`tenant create`
 // applies the common line in its own transaction); it prints nothing when the tenant has none.
 func applyOwnFiles(ctx context.Context, cfg *config.Config, name, schema string, out io.Writer) error {
-	if schema == "" {
-		schema = name
-	}
 	ms, err := loadMigrationSet(cfg)
 	if err != nil {
 		return err
@@ -209,6 +206,12 @@ func applyOwnFiles(ctx context.Context, cfg *config.Config, name, schema string,
 	defer conn.Close(context.Background())
 	if err := ensureMigrationCatalog(ctx, conn, cfg); err != nil {
 		return err
+	}
+	if schema == "" {
+		// The schema tenant create chose: the catalog's (an opaque id unless --schema named one).
+		if schema, err = chooseSchema(ctx, conn, cfg, name); err != nil {
+			return err
+		}
 	}
 	res, err := runTarget(ctx, conn, cfg, target{tenant: name, schema: schema, common: ms.tenant, specific: own})
 	if err != nil {

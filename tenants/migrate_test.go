@@ -18,7 +18,7 @@ func TestMigrateUpFailureOfOneTenantOfFiftyLeavesTheOthersAppliedAndARerunFinish
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
 	for i := 1; i <= 50; i++ {
-		e.must("tenant", "create", fmt.Sprintf("tenant_%02d", i))
+		e.must("tenant", "create", fmt.Sprintf("tenant_%02d", i), "--schema", fmt.Sprintf("tenant_%02d", i))
 	}
 	e.exec(fmt.Sprintf("SET ROLE %s; CREATE TABLE tenant_27.notes (x int)", q(e.cfg.Admin.OwnerRole)))
 	e.writeMigration("0002_create_notes.sql", notesMigration)
@@ -62,7 +62,7 @@ func TestMigrateUpFailureOfOneTenantOfFiftyLeavesTheOthersAppliedAndARerunFinish
 func TestMigrateUpRefusesAChangedChecksum(t *testing.T) {
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	e.writeMigration("0001_create_items.sql", itemsMigration+"-- edited after the fact\n")
 	e.writeMigration("0002_create_notes.sql", notesMigration)
 
@@ -77,7 +77,7 @@ func TestMigrateUpRefusesAChangedChecksum(t *testing.T) {
 	if r.code != ExitFailure || !strings.Contains(r.stdout, "error: 0001_create_items.sql was changed") {
 		t.Fatalf("migrate status with a changed file: %v", r)
 	}
-	if r := e.run("tenant", "create", "acme"); r.code != ExitFailure || !strings.Contains(r.stderr, "was changed after it was applied") {
+	if r := e.run("tenant", "create", "acme", "--schema", "acme"); r.code != ExitFailure || !strings.Contains(r.stderr, "was changed after it was applied") {
 		t.Fatalf("tenant create (repair) of acme with a changed file: %v", r)
 	}
 }
@@ -85,7 +85,7 @@ func TestMigrateUpRefusesAChangedChecksum(t *testing.T) {
 func TestMigrateUpRefusesASecondConcurrentRun(t *testing.T) {
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	e.writeMigration("0002_slow.sql", "SELECT pg_sleep(3);\nCREATE TABLE slow (x int);\n")
 
 	first := make(chan result, 1)
@@ -117,8 +117,8 @@ func TestMigrateUpRefusesASecondConcurrentRun(t *testing.T) {
 func TestMigrateUpDryRunChangesNothing(t *testing.T) {
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	e.writeMigration("0002_create_notes.sql", notesMigration)
 	e.writeShared("0001_create_events.sql", "CREATE TABLE events (id serial PRIMARY KEY, tenant text NOT NULL, body text);\n")
 
@@ -140,8 +140,8 @@ func TestMigrateUpDryRunChangesNothing(t *testing.T) {
 func TestMigrateUpHonoursToTenantAndSharedMigrations(t *testing.T) {
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	e.writeMigration("0002_create_notes.sql", notesMigration)
 	e.writeMigration("0003_add_column.sql", "ALTER TABLE items ADD COLUMN price numeric;\n")
 	e.writeShared("0001_create_events.sql", "CREATE TABLE events (id serial PRIMARY KEY, tenant text NOT NULL, body text);\n")
@@ -188,7 +188,7 @@ func TestMigrateUpHonoursToTenantAndSharedMigrations(t *testing.T) {
 	}
 
 	// A new tenant gets every tenant migration at once; the shared schema is not applied twice.
-	e.must("tenant", "create", "initech")
+	e.must("tenant", "create", "initech", "--schema", "initech")
 	if v := e.versionOf("initech"); v != 3 {
 		t.Fatalf("new tenant at version %d, want 3", v)
 	}
@@ -202,7 +202,7 @@ func TestMigrateUpReportsBrokenFiles(t *testing.T) {
 	for _, c := range cases {
 		e := newEnv(t, nil)
 		e.must("init")
-		e.must("tenant", "create", "acme")
+		e.must("tenant", "create", "acme", "--schema", "acme")
 		e.writeMigration("0001_broken.sql", c.sql)
 		if r := e.run("migrate", "up"); r.code != ExitFailure || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("migration %q: %v\nwant %q", c.sql, r, c.want)

@@ -28,8 +28,8 @@ func TestRLSEnableShowsATenantOnlyItsRowsOfASharedTable(t *testing.T) {
 	e := newEnv(t, nil)
 	e.writeShared("0001_create_events.sql", eventsMigration)
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	e.exec("INSERT INTO shared.events (tenant, body) VALUES ('acme', 'a1'), ('globex', 'g1'), ('acme', 'a2'), ('initech', 'i1')")
 
 	if r := e.run("rls", "enable", "employees_nowhere"); r.code != ExitFailure || !strings.Contains(r.stderr, `table "shared"."employees_nowhere" does not exist`) {
@@ -72,7 +72,7 @@ func TestRLSEnableShowsATenantOnlyItsRowsOfASharedTable(t *testing.T) {
 	}
 
 	// A tenant created later is granted the RLS table at once.
-	e.must("tenant", "create", "initech")
+	e.must("tenant", "create", "initech", "--schema", "initech")
 	if got := strings.Join(tenantBodies(t, poolSession(t, e, "initech")), ","); got != "initech:i1" {
 		t.Fatalf("initech sees %q", got)
 	}
@@ -109,7 +109,7 @@ func TestDoctorFailsWhenRLSIsNotForced(t *testing.T) {
 	e := newEnv(t, nil)
 	e.writeShared("0001_create_events.sql", eventsMigration)
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	e.must("rls", "enable", "events")
 	e.exec("ALTER TABLE shared.events NO FORCE ROW LEVEL SECURITY")
 	rep, err := Doctor(context.Background(), e.cfg)

@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -160,10 +161,7 @@ func createTenant(ctx context.Context, conn *pgx.Conn, cfg *config.Config, ms mi
 }
 
 func runTenantCreate(ctx context.Context, cfg *config.Config, name, schema string, out io.Writer) error {
-	if schema == "" {
-		schema = name
-	}
-	if err := validateTenant(cfg, name, schema); err != nil {
+	if err := validateTenant(cfg, name, cmp.Or(schema, NewOpaqueSchema())); err != nil {
 		return &usageError{msg: err.Error()}
 	}
 	ms, err := loadMigrationSet(cfg)
@@ -175,6 +173,14 @@ func runTenantCreate(ctx context.Context, cfg *config.Config, name, schema strin
 		return err
 	}
 	defer conn.Close(context.Background())
+	if schema == "" {
+		if schema, err = chooseSchema(ctx, conn, cfg, name); err != nil {
+			return fmt.Errorf("tenant %q: %w", name, err)
+		}
+		if err := validateTenant(cfg, name, schema); err != nil {
+			return &usageError{msg: err.Error()}
+		}
+	}
 	res, err := createTenant(ctx, conn, cfg, ms, name, schema)
 	if err != nil {
 		return err
@@ -350,6 +356,9 @@ func dropTenant(ctx context.Context, conn *pgx.Conn, cfg *config.Config, name st
 		return tenantRef{}, catalogError(err)
 	}
 	t := newTenantRef(cfg, name, schema, "")
+	if err := dropTenantViews(ctx, tx, name); err != nil {
+		return t, fmt.Errorf("tenant %q: %w", name, err)
+	}
 	deps, err := outsideDependents(ctx, tx, schema)
 	if err != nil {
 		return t, fmt.Errorf("tenant %q: find dependents: %w", name, err)

@@ -11,11 +11,11 @@ func TestTenantCreateListSuspendResumeDrop(t *testing.T) {
 	e := newEnv(t, sampleMigrations(t))
 	e.must("init")
 
-	r := e.must("tenant", "create", "acme")
+	r := e.must("tenant", "create", "acme", "--schema", "acme")
 	if !strings.Contains(r.stdout, "tenant acme: created") || !strings.Contains(r.stdout, "0003_create_leave_requests.sql") {
 		t.Fatalf("create: %v", r)
 	}
-	if r := e.must("tenant", "create", "acme"); !strings.Contains(r.stdout, "already exists") || !strings.Contains(r.stdout, "no migrations pending") {
+	if r := e.must("tenant", "create", "acme", "--schema", "acme"); !strings.Contains(r.stdout, "already exists") || !strings.Contains(r.stdout, "no migrations pending") {
 		t.Fatalf("create again is not idempotent: %v", r)
 	}
 	e.must("tenant", "create", "globex", "--schema", "globex_data")
@@ -121,8 +121,8 @@ func TestTenantCreateRefusesInvalidNames(t *testing.T) {
 func TestTenantDropRefusesWhenAnotherSchemaDependsOnIt(t *testing.T) {
 	e := newEnv(t, sampleMigrations(t))
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	e.exec("CREATE VIEW globex.acme_people AS SELECT name FROM acme.employees")
 	r := e.run("tenant", "drop", "acme", "--yes")
 	if r.code != ExitFailure || !strings.Contains(r.stderr, "view globex.acme_people") {

@@ -1,7 +1,8 @@
 // Package tenants is tenantproxy's tenant lifecycle: it provisions and hardens the shared PostgreSQL
-// server (init), verifies it (doctor), creates, suspends, resumes, drops, backs up and restores tenants,
-// rolls versioned migrations across every tenant schema, manages row-level security on shared tables, and
-// feeds the proxy the tenant catalog when [tenancy] catalog = "database".
+// server (init), verifies it (doctor), creates, suspends, resumes, drops, backs up and restores tenants
+// (under opaque schema names unless told otherwise), rolls versioned migrations across every tenant schema,
+// manages row-level security on shared tables, maintains the cross-tenant views of the schema analytics,
+// and feeds the proxy the tenant catalog when [tenancy] catalog = "database".
 //
 // Every command connects as the [admin] role to [backend] host and port and the [admin] database, which
 // must be the database the proxy serves ([backend] database). Client traffic never uses that role.
@@ -143,14 +144,20 @@ func validateTenant(cfg *config.Config, name, schema string) error {
 	if err := pgident.ValidateName(schema); err != nil {
 		return fmt.Errorf("invalid schema name for tenant %q: %w", name, err)
 	}
-	if schema == SharedSchema {
+	if name == config.Analytics {
+		return fmt.Errorf("invalid tenant name: %q is reserved for the analytics user", name)
+	}
+	switch schema {
+	case SharedSchema:
 		return fmt.Errorf("invalid schema name for tenant %q: %q is the schema of shared tables", name, schema)
+	case config.Analytics, analyticsPartsSchema, CatalogSchema, StatsSchema:
+		return fmt.Errorf("invalid schema name for tenant %q: %q is a schema of tenantproxy", name, schema)
 	}
 	role := cfg.TenantRole(name, schema)
 	if err := pgident.ValidateName(role); err != nil {
 		return fmt.Errorf("tenant %q: its role name from [tenancy] role is invalid: %w", name, err)
 	}
-	for _, r := range []string{cfg.Admin.OwnerRole, cfg.Backend.User, cfg.Admin.User} {
+	for _, r := range []string{cfg.Admin.OwnerRole, cfg.Backend.User, cfg.Admin.User, config.AnalyticsRole} {
 		if role == r {
 			return fmt.Errorf("tenant %q: its role %q would be the %s role", name, role, roleKind(cfg, r))
 		}
@@ -164,6 +171,8 @@ func roleKind(cfg *config.Config, r string) string {
 		return "owner"
 	case cfg.Backend.User:
 		return "pool"
+	case config.AnalyticsRole:
+		return "analytics"
 	}
 	return "admin"
 }

@@ -85,14 +85,21 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code := tenants.Main(ctx, &bare, []string{"init"}, stdout, stderr); code != 0 {
 		return code
 	}
-	for _, t := range cfg.Tenants {
-		step := []string{"tenant", "create", t.Name, "--schema", t.Schema}
+	// The demo's tenants get opaque schema and role names, as `tenant create` gives by default: the catalog
+	// (not the config) holds them, so a tenant listing schemas or roles learns nothing of the others.
+	names := make([]string, len(cfg.Tenants))
+	for i, t := range cfg.Tenants {
+		names[i] = t.Name
+	}
+	cfg.Tenancy.Catalog, cfg.Tenants = config.CatalogDatabase, nil
+	for _, name := range names {
+		step := []string{"tenant", "create", name}
 		say("$ tenantproxy %s", joinArgs(step))
 		if code := tenants.Main(ctx, cfg, step, stdout, stderr); code != 0 {
 			return code
 		}
 	}
-	if err := seed(ctx, cluster, cfg); err != nil {
+	if err := seed(ctx, cluster, cfg, names); err != nil {
 		fmt.Fprintln(stderr, "tenantproxy demo: seeding:", err)
 		return 1
 	}
@@ -111,11 +118,19 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	say("\ntenantproxy is serving the AgenticHR tenants on %s (PostgreSQL %s:%d behind it).", p.Addr(), cluster.Host, cluster.Port)
 	say("Each user sees only its own tenant's employees, departments and leave_requests:\n")
 	for _, u := range cfg.Users {
+		if u.Profile == config.ProfileAnalytics {
+			continue
+		}
 		for _, t := range u.Tenants {
 			say("  psql %q", dsn(u.Name+cfg.Tenancy.UserSeparator+t, u.Password, "127.0.0.1", pport, cfg.Backend.Database))
 			if u.Profile == config.ProfileReadonly {
 				break
 			}
+		}
+	}
+	for _, u := range cfg.Users {
+		if u.Profile == config.ProfileAnalytics {
+			say("  psql %q   # every tenant at once: SELECT tenant, count(*) FROM employees GROUP BY 1", dsn(u.Name, u.Password, "127.0.0.1", pport, config.Analytics))
 		}
 	}
 	say("\n  pgbench -n -S -T 5 %q   # any tool, any driver", dsn("alice"+cfg.Tenancy.UserSeparator+"acme", "secret", "127.0.0.1", pport, cfg.Backend.Database))
@@ -132,14 +147,18 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // seed fills every tenant's tables with a few AgenticHR rows.
-func seed(ctx context.Context, cluster *pgcluster.Cluster, cfg *config.Config) error {
+func seed(ctx context.Context, cluster *pgcluster.Cluster, cfg *config.Config, names []string) error {
 	conn, err := cluster.Connect(ctx, cfg.Backend.Database)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.Background())
 	people := []string{"Ada", "Grace", "Linus", "Barbara", "Ken"}
-	for _, t := range cfg.Tenants {
+	for _, name := range names {
+		t := config.Tenant{Name: name}
+		if err := conn.QueryRow(ctx, "SELECT schema FROM tenantproxy.tenants WHERE name = $1", name).Scan(&t.Schema); err != nil {
+			return fmt.Errorf("tenant %s: %w", name, err)
+		}
 		q := pgident.Quote(t.Schema) + "."
 		batch := &pgx.Batch{}
 		batch.Queue("INSERT INTO " + q + "departments (name) VALUES ('Engineering'), ('People')")

@@ -27,6 +27,7 @@ Tenant lifecycle (all read --config PATH, default ./config.toml):
   tenantproxy doctor                     check the server's hardening and every tenant
   tenantproxy tenant create|list|suspend|resume|drop|backup|restore ...
   tenantproxy migrate up|status|down|repair ...
+  tenantproxy analytics refresh          rebuild the cross-tenant views of schema analytics
   tenantproxy rls status|enable|disable TABLE
 
 Run "tenantproxy COMMAND --help" for a command's flags.
@@ -56,7 +57,7 @@ func run(ctx context.Context, stop context.CancelFunc, args []string, stdout, st
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "init", "doctor", "tenant", "migrate", "rls":
+	case "init", "doctor", "tenant", "migrate", "analytics", "rls":
 		return lifecycleCmd(ctx, args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "tenantproxy: unknown command %q\n\n%s", args[0], usage)

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 func TestEveryCommandHasHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"serve", "--help"}, {"demo", "--help"}, {"version"},
-		{"tenant", "create", "--help"}, {"migrate", "up", "--help"}, {"doctor", "--help"},
+		{"tenant", "create", "--help"}, {"migrate", "up", "--help"}, {"doctor", "--help"}, {"analytics", "refresh", "--help"},
 	} {
 		out, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil {
@@ -188,7 +188,7 @@ func TestDemoStartsAndServesTheTenants(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
-	for _, want := range []string{"tenant create acme", "alice%40acme:secret@127.0.0.1", "serving the AgenticHR tenants"} {
+	for _, want := range []string{"tenant create acme\n", "role tenant_t", "analytics: 3 views over 3 tenants", "alice%40acme:secret@127.0.0.1", "insights:secret@127.0.0.1", "serving the AgenticHR tenants"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
