@@ -178,7 +178,11 @@ var commands = []command{
 				if o.parallel < 1 {
 					return usagef("--parallel must be at least 1, got %d", o.parallel)
 				}
-				return migrateDown(e.ctx, e.cfg, o, e.stdout, e.stderr)
+				// Undoing a migration may drop a column that an analytics view reads, as migrating may.
+				if err := DropAnalyticsViews(e.ctx, e.cfg); err != nil {
+					return err
+				}
+				return afterChange(e, migrateDown(e.ctx, e.cfg, o, e.stdout, e.stderr))
 			}
 		}},
 	{path: "migrate repair", args: "--tenant NAME [--dry-run]",
@@ -192,7 +196,10 @@ var commands = []command{
 				if tenant == "" {
 					return usagef("--tenant NAME is required")
 				}
-				return migrateRepair(e.ctx, e.cfg, tenant, dry, e.stdout)
+				if dry {
+					return migrateRepair(e.ctx, e.cfg, tenant, dry, e.stdout)
+				}
+				return afterChange(e, migrateRepair(e.ctx, e.cfg, tenant, dry, e.stdout))
 			}
 		}},
 	{path: "analytics refresh",

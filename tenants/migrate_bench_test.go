@@ -48,7 +48,7 @@ func BenchmarkMigrate1000TenantsUnderLoad(b *testing.B) {
 		e.cfg.Migrations.Retries = &retries
 		e.must("init")
 		for k := range benchTenants {
-			e.must("tenant", "create", fmt.Sprintf("t%04d", k))
+			e.must("tenant", "create", fmt.Sprintf("t%04d", k), "--schema", fmt.Sprintf("t%04d", k))
 		}
 
 		var phase atomic.Int32

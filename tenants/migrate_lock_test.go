@@ -37,7 +37,7 @@ func TestMigrateUpBehindALongTransactionNeverBlocksTheTenantLongerThanTheLockTim
 	e.cfg.Migrations.Retries = &retries
 	e.must("init")
 	for _, n := range []string{"acme", "globex", "initech", "umbrella"} {
-		e.must("tenant", "create", n)
+		e.must("tenant", "create", n, "--schema", n)
 	}
 	e.exec("INSERT INTO acme.items (name) VALUES ('a'), ('b')")
 	ctx := context.Background()
@@ -109,8 +109,8 @@ func TestMigrateUpGivesUpAfterItsRetriesAndSaysSo(t *testing.T) {
 	retries := 2
 	e.cfg.Migrations.Retries = &retries
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	long := e.connect("")
 	if _, err := long.Exec(context.Background(), "BEGIN; SELECT count(*) FROM acme.items"); err != nil {
 		t.Fatal(err)
@@ -131,7 +131,7 @@ func TestMigrateUpGivesUpAfterItsRetriesAndSaysSo(t *testing.T) {
 func TestMigrateUpNotifiesTheCatalogChannelWithTheNewVersion(t *testing.T) {
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	listener := e.connect("")
 	ctx := context.Background()
 	if _, err := listener.Exec(ctx, "LISTEN "+q(NotifyChannel)); err != nil {
@@ -154,7 +154,7 @@ func TestMigrateNoTransactionFileRunsConcurrentlyAndResumesAtTheFailedStatement(
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
 	for i := 1; i <= 5; i++ {
-		e.must("tenant", "create", fmt.Sprintf("t%d", i))
+		e.must("tenant", "create", fmt.Sprintf("t%d", i), "--schema", fmt.Sprintf("t%d", i))
 	}
 	// The second statement of t3 trips on a relation of that name; the first must not run again.
 	e.exec(fmt.Sprintf("SET ROLE %s; CREATE TABLE t3.items_id_name_idx (x int)", q(e.cfg.Admin.OwnerRole)))
@@ -188,7 +188,7 @@ func TestMigrateNoTransactionFileRunsConcurrentlyAndResumesAtTheFailedStatement(
 		t.Fatalf("%d progress rows left", n)
 	}
 	// A tenant created later gets the file inside its creating transaction, without CONCURRENTLY.
-	e.must("tenant", "create", "late")
+	e.must("tenant", "create", "late", "--schema", "late")
 	if n := e.queryInt(valid, "late"); n != 2 || e.versionOf("late") != 2 {
 		t.Fatalf("late: %d indexes, version %d", n, e.versionOf("late"))
 	}
@@ -198,7 +198,7 @@ func TestMigrateUpRunsANoTransactionFileOnTheSharedSchemaConcurrently(t *testing
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.writeShared("0001_create_events.sql", "CREATE TABLE events (id serial PRIMARY KEY, tenant text NOT NULL, body text);\n")
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	e.writeShared("0002_events_idx.sql", "-- tenantproxy: no-transaction\nCREATE INDEX CONCURRENTLY events_tenant_idx ON events (tenant);\n")
 	r := e.must("migrate", "up")
 	if !strings.Contains(r.stdout, "(shared): applied 0002_events_idx.sql") || e.versionOf("") != 2 {

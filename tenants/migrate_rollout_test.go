@@ -19,7 +19,7 @@ func tenNumericTenants(t *testing.T, bad ...string) *testEnv {
 	e.must("init")
 	for i := 1; i <= 10; i++ {
 		n := fmt.Sprintf("t%02d", i)
-		e.must("tenant", "create", n)
+		e.must("tenant", "create", n, "--schema", n)
 		e.exec(fmt.Sprintf("INSERT INTO %s.items (name) VALUES ('42')", n))
 	}
 	for _, n := range bad {

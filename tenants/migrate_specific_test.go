@@ -26,7 +26,7 @@ func TestTenantSpecificMigrationsApplyOnlyWhereNamedAndShowInStatus(t *testing.T
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
 	for _, n := range []string{"acme", "globex", "initech", "umbrella"} {
-		e.must("tenant", "create", n)
+		e.must("tenant", "create", n, "--schema", n)
 	}
 	e.cfg.Tenants = append(e.cfg.Tenants, config.Tenant{Name: "initech", Schema: "initech", MigrationGroup: "large"})
 	e.writeFile("tenants/acme/0001_acme_name_idx.sql", "CREATE INDEX items_name_idx ON items (name);\n")
@@ -108,7 +108,7 @@ func TestTenantSpecificMigrationsApplyOnlyWhereNamedAndShowInStatus(t *testing.T
 		t.Fatalf("%d tenant-specific records of the dropped acme left", n)
 	}
 	// Created again, acme gets the common line and then its own files.
-	r = e.must("tenant", "create", "acme")
+	r = e.must("tenant", "create", "acme", "--schema", "acme")
 	if !strings.Contains(r.stdout, "tenant acme: applied tenants/acme/0001_acme_name_idx.sql, tenants/acme/0002_acme_more.sql") ||
 		!has("acme", "items_id_name_idx") || e.versionOf("acme") != 2 {
 		t.Fatalf("tenant create of a tenant with its own files: %v", r)
@@ -139,7 +139,7 @@ func TestDriftFindsAHandAddedColumnAndADroppedIndex(t *testing.T) {
 	e := newEnv(t, sampleMigrations(t))
 	e.must("init")
 	for _, n := range []string{"acme", "globex", "initech"} {
-		e.must("tenant", "create", n)
+		e.must("tenant", "create", n, "--schema", n)
 	}
 	if r := e.must("migrate", "status", "--drift"); !strings.Contains(r.stdout, "drift: 0 of 3 tenants differ") {
 		t.Fatalf("fresh tenants drift: %v", r)
@@ -171,8 +171,8 @@ func TestDriftFindsAHandAddedColumnAndADroppedIndex(t *testing.T) {
 func TestMigrateDownUndoesWithDownFilesAndRefusesWithoutThem(t *testing.T) {
 	e := newEnv(t, map[string]string{"0001_create_items.sql": itemsMigration})
 	e.must("init")
-	e.must("tenant", "create", "acme")
-	e.must("tenant", "create", "globex")
+	e.must("tenant", "create", "acme", "--schema", "acme")
+	e.must("tenant", "create", "globex", "--schema", "globex")
 	e.writeMigration("0002_add_price.sql", "ALTER TABLE items ADD COLUMN price numeric;\n")
 	e.writeMigration("0002_add_price.down.sql", "ALTER TABLE items DROP COLUMN price;\n")
 	e.must("migrate", "up")
@@ -202,7 +202,7 @@ func TestMigrateDownUndoesWithDownFilesAndRefusesWithoutThem(t *testing.T) {
 func TestMigrateRepairResyncsRecordsToTheVersionTheSchemaMatches(t *testing.T) {
 	e := newEnv(t, sampleMigrations(t))
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	// Someone undid 0003 by hand; the records still say 3.
 	e.exec("DROP TABLE acme.leave_requests")
 	if r := e.run("migrate", "status", "--drift"); r.code != ExitFailure {

@@ -27,11 +27,11 @@ func searchPathCases() []escape {
 		{name: "RESET search_path restores the tenant's", steps: []step{
 			ok("SET search_path TO public"),
 			ok("RESET search_path"),
-			okRows("SELECT current_schemas(false)::text", "{acme,public}"),
-		}, own: []step{okRows("SELECT current_schemas(false)::text", "{acme,public}")}},
+			okRows("SELECT current_schemas(false)::text", "{acme,tenant_stats,pg_catalog,public}"),
+		}, own: []step{okRows("SELECT current_schemas(false)::text", "{acme,tenant_stats,pg_catalog,public}")}},
 		{name: "SET search_path TO DEFAULT restores the tenant's", steps: []step{
-			okRows("SET search_path TO public; SET search_path TO DEFAULT; SELECT current_schemas(false)::text", "{acme,public}"),
-		}, own: []step{okRows("SELECT current_schemas(false)::text", "{acme,public}")}},
+			okRows("SET search_path TO public; SET search_path TO DEFAULT; SELECT current_schemas(false)::text", "{acme,tenant_stats,pg_catalog,public}"),
+		}, own: []step{okRows("SELECT current_schemas(false)::text", "{acme,tenant_stats,pg_catalog,public}")}},
 		sp("SET SCHEMA", "SET SCHEMA 'globex'"),
 		sp("SET SESSION search_path", "SET SESSION search_path TO globex"),
 		sp("SET LOCAL search_path in a transaction", "BEGIN; SET LOCAL search_path TO globex; SELECT * FROM employees; COMMIT"),

@@ -190,17 +190,26 @@ func probe(t testing.TB, ctx context.Context, p *proxytest.Proxy, tenant string)
 		t.Fatalf("probe %s: begin: %v", tenant, err)
 	}
 	var role, setting string
-	var cross, advisory, temp, listening int
+	var cross, pid, advisory, temp, listening int
 	err = tx.QueryRow(ctx, `SELECT current_user, current_setting('tenantproxy.tenant'),
 		(SELECT count(*) FROM employees WHERE tenant <> current_setting('tenantproxy.tenant'))::int,
-		(SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')::int,
+		pg_backend_pid(),
 		(SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())::int,
-		(SELECT count(*) FROM pg_listening_channels())::int`).Scan(&role, &setting, &cross, &advisory, &temp, &listening)
+		(SELECT count(*) FROM pg_listening_channels())::int`).Scan(&role, &setting, &cross, &pid, &temp, &listening)
 	if err != nil {
 		t.Fatalf("probe %s: %v", tenant, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatalf("probe %s: commit: %v", tenant, err)
+	}
+	// pg_locks is closed to tenants (init): the backend's advisory locks are counted as the superuser.
+	admin, err := fx.Cluster.Connect(ctx, proxytest.Database)
+	if err != nil {
+		t.Fatalf("probe %s: admin connect: %v", tenant, err)
+	}
+	defer admin.Close(context.Background())
+	if err := admin.QueryRow(ctx, "SELECT count(*)::int FROM pg_locks WHERE pid = $1 AND locktype = 'advisory'", pid).Scan(&advisory); err != nil {
+		t.Fatalf("probe %s: advisory locks: %v", tenant, err)
 	}
 	if role != "tenant_"+tenant || setting != tenant || cross != 0 || advisory != 0 || temp != 0 || listening != 0 {
 		t.Fatalf("probe %s: role %s, tenant setting %q, %d rows of other tenants, %d advisory locks, %d temporary tables, %d LISTEN channels",
