@@ -58,6 +58,13 @@ func LineChart(path, title, xlabel, ylabel string, logX, logY bool, series []Ser
 	if drawn == 0 {
 		return fmt.Errorf("%s: no data to draw", path)
 	}
+	// Room above the data for the legend; linear axes start at zero so that ratios read off the picture.
+	if logY {
+		p.Y.Max *= 3
+	} else {
+		p.Y.Min = 0
+		p.Y.Max *= 1.2
+	}
 	return p.Save(chartW, chartH, path)
 }
 
@@ -107,5 +114,6 @@ func BarChart(path, title, ylabel string, categories []string, series []Series, 
 	}
 	p.NominalX(categories...)
 	p.Y.Min = 0
+	p.Y.Max *= 1.2 // room for the legend
 	return p.Save(chartW, chartH, path)
 }

@@ -333,7 +333,7 @@ func Render(dir string, m Manifest, path string) error {
 			if !ok {
 				continue
 			}
-			cats = append(cats, fmt.Sprintf("%s k=%d", short(tg), k))
+			cats = append(cats, fmt.Sprintf("%s k=%d\nJain %.2f", short(tg), k, r.Jain))
 			spread[0].Y = append(spread[0].Y, r.TenantMin)
 			spread[1].Y = append(spread[1].Y, r.TenantMedian)
 			spread[2].Y = append(spread[2].Y, r.TenantMax)
