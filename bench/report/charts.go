@@ -79,7 +79,8 @@ func BarChart(path, title, ylabel string, categories []string, series []Series, 
 	if len(categories) == 0 || len(series) == 0 {
 		return fmt.Errorf("%s: no data to draw", path)
 	}
-	w := vg.Points(math.Min(24, 300/float64(len(categories)*len(series))))
+	// Bars fill 70 % of each category's share of the width, at most 40 points each.
+	w := vg.Points(math.Min(40, 0.7*float64(chartW.Points())/float64(len(categories)*len(series))))
 	drew := false
 	for i, s := range series {
 		vals := make(plotter.Values, len(categories))
@@ -113,7 +114,9 @@ func BarChart(path, title, ylabel string, categories []string, series []Series, 
 		}
 	}
 	p.NominalX(categories...)
+	// Half a category of margin on each side, so that the outer bars are not cut at the axes.
+	p.X.Min, p.X.Max = -0.5, float64(len(categories))-0.5
 	p.Y.Min = 0
-	p.Y.Max *= 1.2 // room for the legend
+	p.Y.Max *= 1.3 // room for the legend
 	return p.Save(chartW, chartH, path)
 }

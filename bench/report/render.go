@@ -282,7 +282,7 @@ func Render(dir string, m Manifest, path string) error {
 
 	// Sweep
 	w("## Throughput and p99 versus tenants\n\n")
-	w("Each point is one run of `tenants.sh -k K` (simple protocol, every client on its own connection, pool of 20 server connections; pgbouncer capped at 20 in all):\n\n")
+	w("Each point is one run of `tenants.sh -k K` (simple protocol, every client on its own connection, pool of 20 server connections; pgbouncer capped at 20 in all). K is the number of tenant schemas configured; the clients spread round-robin over them, so with more tenants than clients only as many tenants as clients are busy (the others exist, idle):\n\n")
 	var tpsSeries, p99Series []Series
 	for _, tg := range sweepTargets {
 		s, p := Series{Name: tg}, Series{Name: tg}
@@ -352,8 +352,13 @@ func Render(dir string, m Manifest, path string) error {
 		w(" `tenantproxy, no fairness` is the proxy with the fairness turned off (`%s`).", mdCell(d.Cmd("noisy-n200-nofair")))
 	}
 	w("\n\n| target | mode | quiet p50 ms, -n 0 → -n 200 | quiet p99 ms, -n 0 → -n 200 | quiet p99.9 ms, -n 0 → -n 200 |\n|---|---|---|---|---|\n")
-	noisyTargets := []string{"direct", "pgbouncer", "tenantproxy"}
-	for _, tg := range noisyTargets {
+	type noisyChart struct {
+		target string
+		cats   []string
+		series []Series
+	}
+	var charts []noisyChart
+	for _, tg := range sweepTargets {
 		var cat []string
 		s0, s1 := Series{Name: "-n 0"}, Series{Name: "-n 200"}
 		var s2 *Series
@@ -385,9 +390,12 @@ func Render(dir string, m Manifest, path string) error {
 		if s2 != nil {
 			series = append(series, *s2)
 		}
-		b.WriteString("\n")
-		img("noisy-"+tg+".png", "noisy neighbour, "+tg, func(f string) error {
-			return BarChart(f, "quiet tenants' latency, "+tg, "ms", cat, series, math.NaN(), "")
+		charts = append(charts, noisyChart{tg, cat, series})
+	}
+	w("\n")
+	for _, c := range charts {
+		img("noisy-"+c.target+".png", "noisy neighbour, "+c.target, func(f string) error {
+			return BarChart(f, "quiet tenants' latency, "+c.target, "ms", c.cats, c.series, math.NaN(), "")
 		})
 	}
 	w("Commands: `%s` and `%s`.\n\n", mdCell(d.Cmd("noisy-n200")), mdCell(d.Cmd("noisy-n0")))
