@@ -37,11 +37,11 @@ referee: build
 	TP_BIN=$(CURDIR)/bin/tenantproxy bash ../shared/referee/compare.sh -k 1 -c 50
 
 # bench-report runs the issue-10 scenarios (../shared/referee tenants.sh and idle.sh, bench/ab.sh) and writes
-# bench/REPORT.md with PNG charts; raw output in bench/results/<date>-<commit>/. Takes hours at SCALE=full
-# (the issue's exact commands); SCALE=quick is a short smoke run into bench/results/tmp/ (no report).
+# bench/REPORT.md with PNG charts; raw output in bench/results/<date>-<commit>/. SCALE=full (the issue's
+# exact commands) takes half an hour or more; SCALE=quick is a short smoke run into bench/results/tmp/.
 # ONLY=id,id runs some scenarios; RENDER=DIR re-renders from a results folder; NOFAIR='<TP_EXTRA>' adds a
-# noisy-neighbour run with the proxy's fairness off.
+# noisy-neighbour run with the proxy's fairness off; TIMEOUT=45m bounds each command.
 .PHONY: bench-report
 SCALE ?= full
 bench-report: build
-	$(GO) run ./bench/report -scale $(SCALE) $(if $(ONLY),-only '$(ONLY)') $(if $(NOFAIR),-nofair '$(NOFAIR)') $(if $(RENDER),-render '$(RENDER)')
+	$(GO) run ./bench/report -scale $(SCALE) $(if $(ONLY),-only '$(ONLY)') $(if $(NOFAIR),-nofair '$(NOFAIR)') $(if $(RENDER),-render '$(RENDER)') $(if $(TIMEOUT),-timeout $(TIMEOUT))

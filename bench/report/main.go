@@ -10,13 +10,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -42,6 +46,7 @@ func main() {
 	tp := flag.String("tp", "bin/tenantproxy", "tenantproxy binary, relative to the project root (make build)")
 	nofair := flag.String("nofair", "", "TP_EXTRA lines that turn the proxy's fairness off: adds a noisy-neighbour run without fairness")
 	only := flag.String("only", "", "comma-separated scenario ids to run (default all)")
+	timeout := flag.Duration("timeout", 45*time.Minute, "longest a single command may run before it is stopped (its figures are then missing)")
 	render := flag.String("render", "", "render from this results folder instead of running")
 	out := flag.String("report", "", "report path (default bench/REPORT.md for full, <results>/REPORT.md for quick)")
 	flag.Parse()
@@ -59,7 +64,9 @@ func main() {
 		if !ok {
 			fatal("unknown -scale %q (full or quick)", *scale)
 		}
-		dir, err = runAll(sc, Scenarios(sc, *referee, *tp, *nofair), *only)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		dir, err = runAll(ctx, sc, Scenarios(sc, *referee, *tp, *nofair), *only, *timeout)
+		stop()
 		if err != nil {
 			fatal("%v", err)
 		}
@@ -81,7 +88,7 @@ func main() {
 	fmt.Fprintf(os.Stderr, "report: wrote %s (charts and raw output in %s)\n", report, dir)
 }
 
-func runAll(sc Scale, scenarios []Scenario, only string) (string, error) {
+func runAll(ctx context.Context, sc Scale, scenarios []Scenario, only string, timeout time.Duration) (string, error) {
 	commit, err := Commit()
 	if err != nil {
 		return "", err
@@ -115,9 +122,7 @@ func runAll(sc Scale, scenarios []Scenario, only string) (string, error) {
 		}
 		fmt.Fprintf(f, "$ %s\n", s.Cmd)
 		t0 := time.Now()
-		cmd := exec.Command("bash", "-c", s.Cmd)
-		cmd.Stdout, cmd.Stderr = f, f
-		err = cmd.Run()
+		err = runOne(ctx, s.Cmd, f, timeout)
 		rec.Seconds = time.Since(t0).Seconds()
 		if err != nil {
 			rec.RC = -1
@@ -132,8 +137,32 @@ func runAll(sc Scale, scenarios []Scenario, only string) (string, error) {
 		if err := writeManifest(dir, m); err != nil {
 			return "", err
 		}
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("interrupted; render what ran with -render %s", dir)
+		}
 	}
 	return dir, nil
+}
+
+// runOne runs a command line with bash in its own process group, output to out. When it runs past timeout
+// or ctx ends, the whole group gets SIGTERM (the referee scripts' traps then stop their servers), and
+// SIGKILL 30 s later.
+func runOne(ctx context.Context, line string, out *os.File, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-c", line)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	err := cmd.Run()
+	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		fmt.Fprintf(out, "report: stopped after %v\n", timeout)
+	}
+	if err != nil && cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // leftovers of the group, if any
+	}
+	return err
 }
 
 // Commit is the short hash of HEAD, with "+dirty" when the working tree has changes.
