@@ -213,8 +213,18 @@ func Targets(d *Data) []TargetRow {
 				errs += row.Errors + row.ConnectErrors
 			}
 		}
-		add("everywhere", nil, "0 cross-tenant reads, 0 errors", rows > 0, cross == 0 && errs == 0,
-			"%d cross-tenant reads, %d errors (incl. connect errors) over %d result lines of %d tenants.sh runs", cross, errs, rows, len(ids))
+		var failed []string
+		for _, r := range d.Runs {
+			if r.RC != 0 {
+				failed = append(failed, r.ID)
+			}
+		}
+		note := ""
+		if len(failed) > 0 {
+			note = "; commands that failed: " + strings.Join(failed, ", ")
+		}
+		add("everywhere", nil, "0 cross-tenant reads, 0 errors", rows > 0, cross == 0 && errs == 0 && len(failed) == 0,
+			"%d cross-tenant reads, %d errors (incl. connect errors) over %d result lines of %d tenants.sh runs%s", cross, errs, rows, len(ids), note)
 	}
 	return out
 }

@@ -89,6 +89,14 @@ func TestTargetsArePassOrFailByTheMeasuredFigures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := findTarget(t, Targets(dataOf(tc.runs)), tc.scenario, tc.goal)
+			if tc.scenario == "everywhere" && tc.pass {
+				// The same clean data with one command that exited non-zero is a failure.
+				d := dataOf(tc.runs)
+				d.Runs = append(d.Runs, RunRecord{Scenario: Scenario{ID: "idle", Kind: KindIdle}, RC: 1})
+				if f := findTarget(t, Targets(d), tc.scenario, tc.goal); f.Pass || !strings.Contains(f.Measured, "commands that failed: idle") {
+					t.Errorf("a failed command still passes: %+v", f)
+				}
+			}
 			if r.Known != tc.known || r.Pass != tc.pass {
 				t.Errorf("known=%v pass=%v, want known=%v pass=%v (%s)", r.Known, r.Pass, tc.known, tc.pass, r.Measured)
 			}
