@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +30,7 @@ type Manifest struct {
 	Commit  string      `json:"commit"`
 	Started time.Time   `json:"started"`
 	Scale   string      `json:"scale"`
+	Machine string      `json:"machine"` // CPUs, model and load average when the run started
 	Runs    []RunRecord `json:"runs"`
 }
 
@@ -109,7 +111,7 @@ func runAll(ctx context.Context, sc Scale, scenarios []Scenario, only string, ti
 			want[id] = true
 		}
 	}
-	m := Manifest{Commit: commit, Started: started, Scale: sc.Name}
+	m := Manifest{Commit: commit, Started: started, Scale: sc.Name, Machine: machine()}
 	for _, s := range scenarios {
 		if len(want) > 0 && !want[s.ID] {
 			continue
@@ -163,6 +165,26 @@ func runOne(ctx context.Context, line string, out *os.File, timeout time.Duratio
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // leftovers of the group, if any
 	}
 	return err
+}
+
+// machine describes the CPUs and how busy they were, for the reader of the report to judge the figures.
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	load := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			load = strings.Join(f[:3], " ")
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s), load average %s at the start", runtime.NumCPU(), model, load)
 }
 
 // Commit is the short hash of HEAD, with "+dirty" when the working tree has changes.
