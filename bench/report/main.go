@@ -50,17 +50,18 @@ func main() {
 	only := flag.String("only", "", "comma-separated scenario ids to run (default all)")
 	timeout := flag.Duration("timeout", 45*time.Minute, "longest a single command may run before it is stopped (its figures are then missing)")
 	render := flag.String("render", "", "render from this results folder instead of running")
-	out := flag.String("report", "", "report path (default bench/REPORT.md for full, <results>/REPORT.md for quick)")
+	out := flag.String("report", "", "report path (default bench/REPORT.md for a full run of everything, else <results>/REPORT.md)")
 	flag.Parse()
 
 	root, err := gitOut("rev-parse", "--show-toplevel")
 	if err != nil {
 		fatal("not in a git checkout: %v", err)
 	}
+	// Paths given on the command line are relative to where it was typed; everything else to the root.
+	dir, report := fromRoot(root, *render), fromRoot(root, *out)
 	if err := os.Chdir(root); err != nil {
 		fatal("%v", err)
 	}
-	dir := *render
 	if dir == "" {
 		sc, ok := Scales[*scale]
 		if !ok {
@@ -77,10 +78,10 @@ func main() {
 	if err != nil {
 		fatal("%v", err)
 	}
-	report := *out
 	if report == "" {
 		report = "bench/REPORT.md"
-		if m.Scale != "full" {
+		if m.Scale != "full" || *only != "" {
+			// A smoke run or a partial one is no report: it stays next to its raw output.
 			report = filepath.Join(dir, "REPORT.md")
 		}
 	}
@@ -88,6 +89,21 @@ func main() {
 		fatal("%v", err)
 	}
 	fmt.Fprintf(os.Stderr, "report: wrote %s (charts and raw output in %s)\n", report, dir)
+}
+
+// fromRoot makes path (relative to the working directory) relative to root, where it may be.
+func fromRoot(root, path string) string {
+	if path == "" {
+		return ""
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return path
+	}
+	if rel, err := filepath.Rel(root, abs); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return abs
 }
 
 func runAll(ctx context.Context, sc Scale, scenarios []Scenario, only string, timeout time.Duration) (string, error) {

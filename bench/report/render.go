@@ -244,9 +244,14 @@ func Render(dir string, m Manifest, path string) error {
 	if err != nil {
 		return err
 	}
-	rel, err := filepath.Rel(filepath.Dir(path), dir)
-	if err != nil {
-		rel = dir
+	// Links in the report are relative to where the report is.
+	rel := dir
+	if from, err := filepath.Abs(filepath.Dir(path)); err == nil {
+		if to, err := filepath.Abs(dir); err == nil {
+			if r, err := filepath.Rel(from, to); err == nil {
+				rel = r
+			}
+		}
 	}
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
