@@ -82,6 +82,12 @@ func TestTargetsArePassOrFailByTheMeasuredFigures(t *testing.T) {
 			"everywhere", "0 cross", true, false, "2 errors"},
 		{"everywhere: clean runs pass", map[string][]TenantsRow{"tail-k21": {tpRow("tenantproxy", "simple", "all", 1, 1, 1)}},
 			"everywhere", "0 cross", true, true, "0 cross-tenant reads, 0 errors"},
+		{"same budget: pgbouncer serving nothing is beaten by any throughput", map[string][]TenantsRow{"sweep-k1000": {
+			tpRow("pgbouncer", "simple", "all", 0, 1, 1), tpRow("tenantproxy", "simple", "all", 100, 1, 1)}},
+			"same budget", "≥ 20", true, true, "100 vs 0 tps: **+Inf ×**"},
+		{"same budget: 19 x fails", map[string][]TenantsRow{"sweep-k1000": {
+			tpRow("pgbouncer", "simple", "all", 100, 1, 1), tpRow("tenantproxy", "simple", "all", 1900, 1, 1)}},
+			"same budget", "≥ 20", true, false, "**19.0 ×**"},
 		{"same budget: starved tenants fail", map[string][]TenantsRow{"sweep-k1000": {
 			tpRow("pgbouncer", "simple", "all", 281, 1, 1), {Target: "tenantproxy", Mode: "simple", Group: "all", TPS: 8640, Tenants: 1000, Starved: 1, Jain: 0.99}}},
 			"same budget", "0 starved", true, false, "1 of 1000"},
