@@ -43,3 +43,13 @@ bench:
 # referee runs the side-by-side benchmark (direct / pgbouncer / tenantproxy) of ../shared/referee.
 referee: build
 	TP_BIN=$(CURDIR)/bin/tenantproxy bash ../shared/referee/compare.sh -k 1 -c 50
+
+# bench-report runs the issue-10 scenarios (../shared/referee tenants.sh and idle.sh, bench/ab.sh) and writes
+# bench/REPORT.md with PNG charts; raw output in bench/results/<date>-<commit>/. SCALE=full (the issue's
+# exact commands) takes half an hour or more; SCALE=quick is a short smoke run into bench/results/tmp/.
+# ONLY=id,id runs some scenarios; RENDER=DIR re-renders from a results folder; NOFAIR='<TP_EXTRA>' adds a
+# noisy-neighbour run with the proxy's fairness off; TIMEOUT=45m bounds each command.
+.PHONY: bench-report
+SCALE ?= full
+bench-report: build
+	$(GO) run ./bench/report -scale $(SCALE) $(if $(ONLY),-only '$(ONLY)') $(if $(NOFAIR),-nofair '$(NOFAIR)') $(if $(RENDER),-render '$(RENDER)') $(if $(TIMEOUT),-timeout $(TIMEOUT))
