@@ -482,7 +482,7 @@ func reservedStmtName(name string) bool {
 // refuse answers a statement the guard refused: audited, counted, and the backend's identity is checked
 // once the client's batch is done, since the client just tried something.
 func (s *Session) refuse(kind opKind, code, message, sql string) {
-	s.tenant.counters.refused.Inc()
+	s.e.m.refused(code)
 	s.stats.Refused++
 	fp := fingerprint(sql)
 	fields := []zap.Field{zap.String("sqlstate", code), zap.String("reason", message), zap.String("fingerprint", fp)}
@@ -741,7 +741,6 @@ func (s *Session) onBackendIdle() {
 // release ends the lease and hands the backend back to the pool.
 func (s *Session) release() {
 	b := s.e.unlease(s)
-	s.tenant.counters.tx.Inc()
 	s.e.pool.put(b)
 	s.e.checkWaits()
 }
@@ -762,6 +761,7 @@ func (s *Session) fatal(code, message string) {
 	if s.closeReason == "" {
 		s.closeReason = code + " " + message
 	}
+	s.e.m.errored(code, "proxy")
 	s.c.send(appendError(nil, "FATAL", code, message))
 	s.terminate()
 }

@@ -39,6 +39,8 @@ type App struct {
 	done         chan struct{}
 
 	ops // admin console, audit log, health, peers: operations.go
+
+	schemaStatsDone chan struct{} // closed when the per-schema collector has stopped (metrics_wiring.go)
 }
 
 // Start wires the packages together and starts serving.
@@ -112,6 +114,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	}
 	p.ln = ln
 	p.reg = reg
+	p.registerMetrics(ctx)
 	if err := p.startOps(version); err != nil {
 		p.Shutdown(0)
 		return nil, err
@@ -187,6 +190,9 @@ func (p *App) shutdown(timeout time.Duration) {
 	p.engine.Close()
 	p.cancel()
 	<-p.done
+	if p.schemaStatsDone != nil {
+		<-p.schemaStatsDone
+	}
 	if p.metrics != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		p.metrics.Shutdown(ctx)
