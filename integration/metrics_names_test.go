@@ -194,3 +194,78 @@ func TestDashboardAndAlertMetricsExistOnALiveProxy(t *testing.T) {
 		t.Logf("/metrics:\n%s", body)
 	}
 }
+
+// TestTenantSeriesStayBoundedWithTenThousandTenants configures 10,000 tenants (acme and globex, which
+// have schemas, and 9,998 that have none and never connect) with [metrics] tenant_series = 20 and the
+// per-schema collector on: every per-tenant family on /metrics has K series and _other, acme (the one
+// with traffic) among them.
+func TestTenantSeriesStayBoundedWithTenThousandTenants(t *testing.T) {
+	const tenants, k = 10000, 20
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p := startProxy(t, config.ModeTransaction, func(c *config.Config) {
+		off := false
+		c.Tenancy.RequireHardening = &off // the 9,998 extra tenants have no schema to check
+		c.Metrics.Addr = addr
+		c.Metrics.TenantSeries = k
+		c.Metrics.SchemaStatsInterval = config.Duration{Duration: 500 * time.Millisecond}
+		for i := len(c.Tenants); i < tenants; i++ {
+			name := fmt.Sprintf("t%05d", i)
+			c.Tenants = append(c.Tenants, config.Tenant{Name: name, Schema: name})
+		}
+	})
+	ctx := testContext(t, 60*time.Second)
+	conn := connectPgx(t, ctx, p.TenantURL("acme"), pgx.QueryExecModeSimpleProtocol)
+	if _, err := conn.Exec(ctx, "SELECT count(*) FROM employees"); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var body string
+	ready := regexp.MustCompile(`(?m)^tenantproxy_schema_stats_schemas 2$`)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		body = getMetrics(t, client, "http://"+addr+"/metrics")
+		if ready.MatchString(body) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !ready.MatchString(body) {
+		t.Fatalf("the per-schema collector never reported acme's and globex's schemas")
+	}
+	series := map[string]int{}
+	var tenantSeries int
+	for _, line := range strings.Split(body, "\n") {
+		if i := strings.Index(line, `{tenant="`); i > 0 && line[0] != '#' {
+			series[line[:i]]++
+			tenantSeries++
+		}
+	}
+	for name, n := range series {
+		want := k + 1
+		switch {
+		case name == "tenantproxy_pools_client_max_connections" || name == "tenantproxy_pools_server_max_connections":
+			want = k // limits have no _other
+		case strings.HasPrefix(name, "tenantproxy_schema_"):
+			want = 3 // acme, globex and _other: only two tenants have a schema
+		}
+		if n != want {
+			t.Errorf("%s: %d series, want %d", name, n, want)
+		}
+	}
+	if len(series) < 20 {
+		t.Errorf("only %d per-tenant families: %v", len(series), series)
+	}
+	if !regexp.MustCompile(`(?m)^tenantproxy_stats_totals_queries_total\{tenant="acme"\} [1-9]`).MatchString(body) {
+		t.Error("acme, the only tenant with traffic, has no series of its own")
+	}
+	scrape := regexp.MustCompile(`(?m)^tenantproxy_tenant_metrics_scrape_seconds (\S+)$`).FindStringSubmatch(body)
+	collect := regexp.MustCompile(`(?m)^tenantproxy_schema_stats_duration_seconds (\S+)$`).FindStringSubmatch(body)
+	if scrape == nil || collect == nil {
+		t.Fatal("no scrape or collection time on /metrics")
+	}
+	t.Logf("%d tenants, tenant_series = %d: %d per-tenant series in %d families; tenant series scrape %s s; per-schema collection %s s",
+		tenants, k, tenantSeries, len(series), scrape[1], collect[1])
+}
