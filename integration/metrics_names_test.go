@@ -269,3 +269,75 @@ func TestTenantSeriesStayBoundedWithTenThousandTenants(t *testing.T) {
 	t.Logf("%d tenants, tenant_series = %d: %d per-tenant series in %d families; tenant series scrape %s s; per-schema collection %s s",
 		tenants, k, tenantSeries, len(series), scrape[1], collect[1])
 }
+
+// TestConsoleSetTenantSeriesChangesTheBoundAtTheNextScrape: SET metrics.tenant_series = 1 in the admin
+// console leaves one tenant (the busier, acme) with series of its own and globex in _other; a bad
+// value is refused with 22023; SHOW CONFIG lists the key as changeable.
+func TestConsoleSetTenantSeriesChangesTheBoundAtTheNextScrape(t *testing.T) {
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p := startProxy(t, config.ModeTransaction, func(c *config.Config) {
+		consoleUsers(c)
+		c.Metrics.Addr = addr
+	})
+	ctx := testContext(t, 30*time.Second)
+	acme := connectPgx(t, ctx, p.TenantURL("acme"), pgx.QueryExecModeSimpleProtocol)
+	globex := connectPgx(t, ctx, p.TenantURL("globex"), pgx.QueryExecModeSimpleProtocol)
+	for i := 0; i < 3; i++ {
+		if _, err := acme.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := globex.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	queries := func() string {
+		var lines []string
+		for _, l := range strings.Split(getMetrics(t, client, "http://"+addr+"/metrics"), "\n") {
+			if strings.HasPrefix(l, "tenantproxy_stats_totals_queries_total{") {
+				lines = append(lines, l)
+			}
+		}
+		return strings.Join(lines, "\n")
+	}
+	before := `tenantproxy_stats_totals_queries_total{tenant="_other"} 0
+tenantproxy_stats_totals_queries_total{tenant="acme"} 3
+tenantproxy_stats_totals_queries_total{tenant="globex"} 1`
+	if got := queries(); got != before {
+		t.Fatalf("before SET:\n%s\nwant\n%s", got, before)
+	}
+	admin := connectPgx(t, ctx, consoleURL(p, "opsadmin", "pgbouncer"), pgx.QueryExecModeSimpleProtocol)
+	for _, q := range []string{"SET metrics.tenant_series = '0'", "SET metrics.tenant_series = 'many'"} {
+		if _, err := admin.Exec(ctx, q, pgx.QueryExecModeSimpleProtocol); sqlstate(err) != "22023" {
+			t.Errorf("%s: %v, want 22023", q, err)
+		}
+	}
+	if _, err := admin.Exec(ctx, "SET metrics.tenant_series = '1'", pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatalf("SET metrics.tenant_series: %v", err)
+	}
+	after := `tenantproxy_stats_totals_queries_total{tenant="_other"} 1
+tenantproxy_stats_totals_queries_total{tenant="acme"} 3`
+	if got := queries(); got != after {
+		t.Errorf("after SET metrics.tenant_series = 1:\n%s\nwant\n%s", got, after)
+	}
+	_, rows, err := consoleQuery(ctx, admin, "SHOW CONFIG")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rows {
+		if r[0] == "metrics.tenant_series" {
+			found = true
+			if r[1] != "1" || r[2] != "100" || r[3] != "yes" {
+				t.Errorf("SHOW CONFIG metrics.tenant_series = %v, want value 1, default 100, changeable yes", r)
+			}
+		}
+	}
+	if !found {
+		t.Error("SHOW CONFIG has no metrics.tenant_series")
+	}
+}

@@ -80,7 +80,7 @@ func (c *schemaCollector) run(ctx context.Context) {
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
-			conn.Close(context.Background())
+			closeConn(conn)
 		}
 	}()
 	t := time.NewTicker(c.interval)
@@ -118,7 +118,7 @@ func (c *schemaCollector) collect(ctx context.Context, conn *pgx.Conn) *pgx.Conn
 			c.log.Warn("per-schema metrics collection failed", zap.Error(err), zap.Duration("took", d))
 		}
 		if conn != nil {
-			conn.Close(context.Background())
+			closeConn(conn)
 		}
 		return nil
 	}
@@ -212,4 +212,11 @@ func (c *schemaCollector) Collect(ch chan<- prometheus.Metric) {
 	for j, desc := range c.descs {
 		ch <- prometheus.MustNewConstMetric(desc, types[j], float64(other[j]), otherTenant)
 	}
+}
+
+// closeConn closes the admin connection, waiting at most a second for the server.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn.Close(ctx)
 }
