@@ -249,6 +249,12 @@ type User struct {
 // Metrics is the Prometheus endpoint.
 type Metrics struct {
 	Addr string `toml:"addr"`
+	// TenantSeries bounds the tenant label: the busiest TenantSeries tenants get series of their own,
+	// the rest are summed under tenant="_other" (default 100).
+	TenantSeries int `toml:"tenant_series"`
+	// SchemaStatsInterval is how often the per-schema collector runs its one catalog query (size, tables,
+	// tuples, scans of each tenant schema); 0 turns it off (the default).
+	SchemaStatsInterval Duration `toml:"schema_stats_interval"`
 }
 
 // Log is the structured logger's setup.
@@ -411,6 +417,7 @@ func (c *Config) applyDefaults() {
 	s(&c.Admin.User, "postgres")
 	s(&c.Admin.OwnerRole, "tenantproxy_owner")
 	s(&c.Admin.Database, c.Backend.Database)
+	i(&c.Metrics.TenantSeries, 100)
 }
 
 // Validate checks every value; the error names the offending key.
@@ -496,6 +503,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Migrations.Retries != nil && *c.Migrations.Retries < 0 {
 		bad("[migrations] retries", "must be 0 or more, got %d", *c.Migrations.Retries)
+	}
+	if c.Metrics.TenantSeries < 0 {
+		bad("[metrics] tenant_series", "must be 0 or more, got %d", c.Metrics.TenantSeries)
+	}
+	if c.Metrics.SchemaStatsInterval.Duration < 0 {
+		bad("[metrics] schema_stats_interval", "must not be negative")
 	}
 	seenT := map[string]bool{}
 	for k, t := range c.Tenants {

@@ -37,7 +37,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		regexp.MustCompile(`(?m)^tenantproxy_clients 1$`),
 		regexp.MustCompile(`(?m)^tenantproxy_backends\{state="idle"\} [1-9]`),
 		regexp.MustCompile(`(?m)^tenantproxy_backends\{state="active"\} 0$`),
-		regexp.MustCompile(`(?m)^tenantproxy_transactions_total\{tenant="acme"\} ([5-9]|\d\d+)$`),
+		regexp.MustCompile(`(?m)^tenantproxy_stats_totals_xacts_total\{tenant="acme"\} ([5-9]|\d\d+)$`),
 		regexp.MustCompile(`(?m)^tenantproxy_lease_wait_seconds_bucket\{le="\+Inf"\} ([5-9]|\d\d+)$`),
 		regexp.MustCompile(`(?m)^tenantproxy_lease_wait_seconds_count ([5-9]|\d\d+)$`),
 	}

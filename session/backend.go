@@ -448,6 +448,7 @@ func (b *backend) onReady() {
 func (b *backend) onError() {
 	body := b.capture[5:]
 	code, msg := errorFields(body)
+	b.e.m.errored(code, "server")
 	h := b.headOp()
 	if h == nil {
 		// An error outside any request: the server is going away (e.g. 57P01 on shutdown).

@@ -66,7 +66,6 @@ type Engine struct {
 
 	// Owned by the loop.
 	tenants      map[string]*Tenant
-	counters     map[string]*tenantCounters
 	sessions     map[uint32]*Session
 	nextPID      uint32
 	rng          *mrand.ChaCha8
@@ -129,8 +128,8 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, l: l, log: cfg.Logger, m: cfg.Metrics, ctx: ctx, cancel: cancel,
 		dialTimeout: 10 * time.Second,
-		tenants:     map[string]*Tenant{}, counters: map[string]*tenantCounters{},
-		sessions: map[uint32]*Session{}, rng: mrand.NewChaCha8(seed),
+		tenants:     map[string]*Tenant{},
+		sessions:    map[uint32]*Session{}, rng: mrand.NewChaCha8(seed),
 		stmtIDs: map[stmtKey]*stmtEntry{}, startupMaps: map[string]map[string][]string{},
 	}
 	e.nextPID = uint32(e.rng.Uint64()%1_000_000) + 1000
@@ -217,12 +216,6 @@ func (e *Engine) setTenants(ts []Tenant, shared map[string]*tenantShared) {
 			if t.shared = shared[t.Name]; t.shared == nil {
 				t.shared = new(tenantShared)
 			}
-			if c := e.counters[t.Name]; c != nil {
-				t.counters = c
-			} else {
-				t.counters = e.m.forTenant(t.Name)
-				e.counters[t.Name] = t.counters
-			}
 			e.tenants[t.Name] = t
 		}
 		for name, t := range e.tenants {
@@ -278,7 +271,7 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	}
 	t := e.tenants[info.Tenant]
 	if t == nil {
-		s.tenant = &Tenant{Name: info.Tenant, counters: e.m.other}
+		s.tenant = &Tenant{Name: info.Tenant}
 		s.fatal(pgerrcode.InvalidCatalogName, fmt.Sprintf("tenantproxy: tenant %q does not exist", info.Tenant))
 		return
 	}

@@ -484,7 +484,7 @@ func reservedStmtName(name string) bool {
 // once the client's batch is done, since the client just tried something.
 func (s *Session) refuse(kind opKind, v Verdict, sql string) {
 	code, message := v.Code, v.Message
-	s.tenant.counters.refused.Inc()
+	s.e.m.refused(code)
 	s.stats.Refused++
 	fp := fingerprint(sql)
 	fields := []zap.Field{zap.String("sqlstate", code), zap.String("reason", message), zap.String("fingerprint", fp)}
@@ -737,7 +737,6 @@ func (s *Session) onBackendIdle() {
 // release ends the lease and hands the backend back to the pool.
 func (s *Session) release() {
 	b := s.e.unlease(s)
-	s.tenant.counters.tx.Inc()
 	s.e.pool.put(b)
 	s.e.checkWaits()
 }
@@ -785,6 +784,7 @@ func (s *Session) fatal(code, message string) {
 	if s.closeReason == "" {
 		s.closeReason, s.closeDetail = pgerr.CloseFatal, code+" "+message
 	}
+	s.e.m.errored(code, "proxy")
 	s.c.send(appendError(nil, "FATAL", code, message))
 	s.terminate()
 }

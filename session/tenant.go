@@ -17,7 +17,7 @@ type tenantShared struct {
 // client limit. Only an admitted session counts among the tenant's clients (sessionClosed undoes it).
 func (e *Engine) admit(s *Session, t *Tenant) bool {
 	refuse := func(code, msg string) bool {
-		s.tenant = &Tenant{Name: t.Name, counters: e.m.other} // counts nothing of t's
+		s.tenant = &Tenant{Name: t.Name} // counts nothing of t's
 		s.fatal(code, msg)
 		return false
 	}

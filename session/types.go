@@ -34,8 +34,7 @@ type Tenant struct {
 	waiters []*Session // FIFO of sessions waiting for a backend
 	// ringPrev and ringNext link the tenant into the fair queue's ring of tenants with waiters.
 	ringPrev, ringNext *Tenant
-	turns              int // grants left in its turn of the weighted round (queue.nextWaiter)
-	counters           *tenantCounters
+	turns              int           // grants left in its turn of the weighted round (queue.nextWaiter)
 	shared             *tenantShared // what the shards of a Group count together
 	clients            int           // sessions of this tenant attached to this Engine
 	paused             bool          // admin PAUSE: no new leases until RESUME

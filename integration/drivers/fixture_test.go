@@ -195,7 +195,7 @@ func relayCounters(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 				out["context_switches"] += v
 			case "tenantproxy_emulated_statements_total":
 				out["emulated"] += v
-			case "tenantproxy_refused_statements_total":
+			case "tenantproxy_guard_refusals_total":
 				out["refused"] += v
 			}
 		}

@@ -175,6 +175,8 @@ func configSettings(c *config.Config) []admin.Setting {
 		{Key: "peer_id", Value: itoa(c.Peers.ID), Default: "0"},
 		{Key: "audit.path", Value: c.Audit.Path, Default: ""},
 		{Key: "metrics.addr", Value: c.Metrics.Addr, Default: d.Metrics.Addr},
+		{Key: "metrics.tenant_series", Value: itoa(c.Metrics.TenantSeries), Default: itoa(d.Metrics.TenantSeries), Changeable: true},
+		{Key: "metrics.schema_stats_interval", Value: dur(c.Metrics.SchemaStatsInterval), Default: dur(d.Metrics.SchemaStatsInterval)},
 		{Key: "log.level", Value: c.Log.Level, Default: d.Log.Level},
 	}
 }
@@ -192,6 +194,12 @@ func (p *App) setConfig(key, value string) (ok bool, err error) {
 			return true, admin.Errorf(pgerrcode.InvalidParameterValue, "tenantproxy: SET %s: %v", key, perr)
 		}
 		next.Auth.FailureDelay = config.Duration{Duration: d}
+	case "metrics.tenant_series":
+		n, perr := strconv.Atoi(strings.Trim(strings.TrimSpace(value), "'"))
+		if perr != nil || n < 1 {
+			return true, admin.Errorf(pgerrcode.InvalidParameterValue, "tenantproxy: SET %s: a whole number of at least 1 is needed", key)
+		}
+		next.Metrics.TenantSeries = n
 	case "admin_users", "stats_users":
 		var list []string
 		for _, u := range strings.Split(value, ",") {

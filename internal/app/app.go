@@ -45,6 +45,8 @@ type App struct {
 	done         chan struct{}
 
 	ops // admin console, audit log, health, peers: operations.go
+
+	schemaStatsDone chan struct{} // closed when the per-schema collector has stopped (metrics_wiring.go)
 }
 
 // watchCatalog follows the database catalog; a variable so that tests can feed the App a catalog
@@ -125,6 +127,7 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	}
 	p.ln = ln
 	p.reg = reg
+	p.registerMetrics(ctx)
 	if err := p.startOps(version); err != nil {
 		p.Shutdown(0)
 		return nil, err
@@ -202,6 +205,9 @@ func (p *App) shutdown(timeout time.Duration) {
 	p.engine.Close()
 	p.cancel()
 	<-p.done
+	if p.schemaStatsDone != nil {
+		<-p.schemaStatsDone
+	}
 	if p.metrics != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		p.metrics.Shutdown(ctx)
