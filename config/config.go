@@ -183,7 +183,7 @@ type Tenant struct {
 	Suspended bool `toml:"suspended"`
 	// MaxClients, MaxBackends, Weight and StatementTimeout are the tenant's own limits (0: the [pool]
 	// defaults). They change at runtime (SIGHUP, the admin console) without dropping anyone.
-	// They are not columns of the database catalog (db:"-": the catalog is read by position).
+	// With catalog = "database" they are columns of tenantproxy.tenants, changed by `tenantproxy tenant set`.
 	MaxClients  int `toml:"max_clients" db:"-"`
 	MaxBackends int `toml:"max_backends" db:"-"`
 	// Weight is the tenant's share of freed backends while tenants wait (default 1).
