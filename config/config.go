@@ -154,6 +154,10 @@ type Auth struct {
 	AllowCleartextWithoutTLS bool `toml:"allow_cleartext_without_tls"`
 	// FailureDelay is the pause before a failed authentication is answered.
 	FailureDelay Duration `toml:"failure_delay"`
+	// Users is where users live: "config" ([[users]]) or "database" (the catalog; docs/users.md).
+	Users string `toml:"users"`
+	// UserCacheTTL is how long a user looked up in the catalog is kept without a change notification.
+	UserCacheTTL Duration `toml:"user_cache_ttl"`
 }
 
 // Tenancy is how a connection becomes a tenant and what a tenant's session gets.
@@ -194,6 +198,8 @@ type Tenant struct {
 	// names the tenant in tenant-specific migration headers. Read by name also with catalog = "database";
 	// never part of the database catalog (db:"-").
 	MigrationGroup string `toml:"migration_group" db:"-"`
+	// Allow limits the tenant's clients to these address ranges ("10.0.0.0/8"; empty: any address).
+	Allow []string `toml:"allow" db:"-"`
 }
 
 // User is one client identity.
@@ -204,6 +210,8 @@ type User struct {
 	Tenants  []string `toml:"tenants"`
 	// Profile is "app" (default), "readonly" or "owner".
 	Profile string `toml:"profile"`
+	// Allow limits the user's connections to these address ranges ("10.0.0.0/8"; empty: any address).
+	Allow []string `toml:"allow"`
 }
 
 // Metrics is the Prometheus endpoint.
@@ -487,6 +495,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateOperations(bad)
+	c.validateUsers(bad)
 	oneOf("[log] level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("[log] format", c.Log.Format, "json", "console")
 	if len(errs) > 0 {

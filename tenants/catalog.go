@@ -131,7 +131,7 @@ func (w *catalogWatcher) load(ctx context.Context, conn *pgx.Conn) error {
 			list = append(list, t)
 		}
 	}
-	if w.delivered && slices.Equal(list, w.last) {
+	if w.delivered && slices.EqualFunc(list, w.last, sameTenant) {
 		return nil
 	}
 	w.last, w.delivered = list, true

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -185,3 +186,6 @@ func init() {
 			return func(a []string) error { return setTenantLimits(e.ctx, e.cfg, a[0], a[1:], e.stdout) }
 		}})
 }
+
+// sameTenant compares two catalog tenants field by field (config.Tenant holds a slice).
+func sameTenant(a, b config.Tenant) bool { return reflect.DeepEqual(a, b) }
