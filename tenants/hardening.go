@@ -173,6 +173,7 @@ func initStatements(cfg *config.Config, st initState) (roles, catalog, hardening
 		"GRANT SELECT ON " + cs + ".tenants TO " + pool,
 	}
 	catalog = append(catalog, limitColumnStatements()...)
+	catalog = append(catalog, userCatalogStatements(cfg)...)
 
 	if !st.adminSuper {
 		// Privileges on pg_catalog objects belong to the bootstrap superuser; doctor prints the SQL.

@@ -37,6 +37,7 @@ type App struct {
 	cancel       context.CancelFunc
 	shutdownOnce sync.Once
 	done         chan struct{}
+	users        *tenants.CatalogUsers // [auth] users = "database"
 
 	ops // admin console, audit log, health, peers: operations.go
 }
@@ -105,6 +106,10 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		return fail(err)
 	}
 	p.server = srv
+	if cfg.Auth.Users == config.UsersDatabase {
+		p.users = tenants.NewCatalogUsers(ctx, cfg, log)
+		srv.Users = p.users
+	}
 	ln, err := listen(cfg.Listen.Addr, cfg.Listen.ReusePort)
 	if err != nil {
 		engine.Close()
@@ -187,6 +192,9 @@ func (p *App) shutdown(timeout time.Duration) {
 	p.engine.Close()
 	p.cancel()
 	<-p.done
+	if p.users != nil {
+		p.users.Wait()
+	}
 	if p.metrics != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		p.metrics.Shutdown(ctx)
