@@ -38,6 +38,8 @@ type CatalogUsers struct {
 	cache map[[2]string]cachedUser
 	gen   uint64 // bumped by every invalidation; an answer read across one is not cached
 	done  chan struct{}
+
+	listening chan<- struct{}
 }
 
 type cachedUser struct {
@@ -49,7 +51,13 @@ type cachedUser struct {
 // NewCatalogUsers starts the change listener; it stops when ctx is done (Wait waits for that).
 // Connections are opened on demand: a server that is down now fails lookups, not the start.
 func NewCatalogUsers(ctx context.Context, cfg *config.Config, log *zap.Logger) *CatalogUsers {
-	u := &CatalogUsers{cfg: cfg, log: log, now: time.Now, cache: map[[2]string]cachedUser{}, done: make(chan struct{})}
+	return newCatalogUsers(ctx, cfg, log, time.Now, nil)
+}
+
+// newCatalogUsers is NewCatalogUsers with a clock, and a channel that gets a value each time the
+// listener is listening (with the cache emptied).
+func newCatalogUsers(ctx context.Context, cfg *config.Config, log *zap.Logger, now func() time.Time, listening chan<- struct{}) *CatalogUsers {
+	u := &CatalogUsers{cfg: cfg, log: log, now: now, cache: map[[2]string]cachedUser{}, done: make(chan struct{}), listening: listening}
 	go u.listen(ctx)
 	return u
 }
@@ -204,6 +212,12 @@ func (u *CatalogUsers) follow(ctx context.Context) error {
 	}
 	// Whatever changed while no one listened is read afresh.
 	u.invalidate("")
+	if u.listening != nil {
+		select {
+		case u.listening <- struct{}{}:
+		default:
+		}
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
