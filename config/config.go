@@ -198,7 +198,8 @@ type Tenant struct {
 	// names the tenant in tenant-specific migration headers. Read by name also with catalog = "database";
 	// never part of the database catalog (db:"-").
 	MigrationGroup string `toml:"migration_group" db:"-"`
-	// Allow limits the tenant's clients to these address ranges ("10.0.0.0/8"; empty: any address).
+	// Allow limits the tenant's clients to these address ranges ("10.0.0.0/8"; empty: any address); with
+	// catalog = "database" it is the catalog's allow column (`tenant set NAME allow=...`).
 	Allow []string `toml:"allow" db:"-"`
 }
 

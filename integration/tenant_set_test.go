@@ -43,7 +43,8 @@ func pgCode(err error) string {
 }
 
 // With catalog = "database", `tenant set` changes a tenant's limits in the catalog and the running proxy
-// applies them within a second (bad input is refused and changes nothing): max_clients refuses the next client with 53300 while the connected one
+// applies them within a second (bad input is refused and changes nothing): an allow list refuses
+// other addresses with 28000, max_clients refuses the next client with 53300 while the connected one
 // goes on, statement_timeout cancels a long statement, and setting 0 restores the default.
 func TestTenantSetChangesLimitsOfARunningProxyWithinASecond(t *testing.T) {
 	f := proxytest.NewFixture(t)
@@ -108,7 +109,12 @@ func TestTenantSetChangesLimitsOfARunningProxyWithinASecond(t *testing.T) {
 		t.Fatalf("globex has no statement_timeout: %v", err)
 	}
 
-	set("max_clients=0", "statement_timeout=0")
+	set("allow=10.0.0.0/8")
+	withinASecond(t, "allow=10.0.0.0/8 refuses a client from 127.0.0.1", func() bool {
+		code, msg := secondConnects()
+		return code == "28000" && !strings.Contains(msg, "acme")
+	})
+	set("max_clients=0", "statement_timeout=0", "allow=")
 	withinASecond(t, "max_clients=0 lets a second acme client in again", func() bool { code, _ := secondConnects(); return code == "" })
 	if _, err := first.Exec(ctx, "SELECT pg_sleep(0.4)"); err != nil {
 		t.Fatalf("statement_timeout=0 left a timeout in force: %v", err)

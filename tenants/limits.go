@@ -22,7 +22,7 @@ import (
 // the catalog and applies the new limits on the tenant's next lease, dropping nobody.
 
 // limitKeys are the keys `tenant set` accepts, in the order they are printed.
-var limitKeys = []string{"max_clients", "max_backends", "weight", "statement_timeout"}
+var limitKeys = []string{"max_clients", "max_backends", "weight", "statement_timeout", "allow"}
 
 // limitColumnStatements add the limit columns to the catalog table; each is a no-op when the column exists.
 func limitColumnStatements() []string {
@@ -32,6 +32,7 @@ func limitColumnStatements() []string {
 		"ALTER TABLE " + t + " ADD COLUMN IF NOT EXISTS max_backends integer NOT NULL DEFAULT 0 CHECK (max_backends >= 0)",
 		"ALTER TABLE " + t + " ADD COLUMN IF NOT EXISTS weight integer NOT NULL DEFAULT 0 CHECK (weight >= 0)",
 		"ALTER TABLE " + t + " ADD COLUMN IF NOT EXISTS statement_timeout interval NOT NULL DEFAULT '0' CHECK (statement_timeout >= '0')",
+		"ALTER TABLE " + t + " ADD COLUMN IF NOT EXISTS allow cidr[] NOT NULL DEFAULT '{}'",
 	}
 }
 
@@ -42,14 +43,18 @@ const catalogTenantsQuery = `SELECT name, schema, status = 'suspended',
 	coalesce((to_jsonb(t) ->> 'max_clients')::integer, 0),
 	coalesce((to_jsonb(t) ->> 'max_backends')::integer, 0),
 	coalesce((to_jsonb(t) ->> 'weight')::integer, 0),
-	coalesce((extract(epoch FROM (to_jsonb(t) ->> 'statement_timeout')::interval) * 1000)::bigint, 0)
+	coalesce((extract(epoch FROM (to_jsonb(t) ->> 'statement_timeout')::interval) * 1000)::bigint, 0),
+	ARRAY(SELECT jsonb_array_elements_text(coalesce(to_jsonb(t) -> 'allow', '[]')))
 FROM tenantproxy.tenants t ORDER BY name`
 
 // scanCatalogTenant reads one row of catalogTenantsQuery.
 func scanCatalogTenant(row pgx.CollectableRow) (config.Tenant, error) {
 	var t config.Tenant
 	var ms int64
-	err := row.Scan(&t.Name, &t.Schema, &t.Suspended, &t.MaxClients, &t.MaxBackends, &t.Weight, &ms)
+	err := row.Scan(&t.Name, &t.Schema, &t.Suspended, &t.MaxClients, &t.MaxBackends, &t.Weight, &ms, &t.Allow)
+	if len(t.Allow) == 0 {
+		t.Allow = nil
+	}
 	t.StatementTimeout = config.Duration{Duration: time.Duration(ms) * time.Millisecond}
 	return t, err
 }
@@ -58,6 +63,7 @@ func scanCatalogTenant(row pgx.CollectableRow) (config.Tenant, error) {
 type tenantLimits struct {
 	maxClients, maxBackends, weight *int
 	statementTimeout                *time.Duration
+	allow                           *[]string
 }
 
 // parseLimitArgs parses KEY=VALUE arguments of `tenant set`.
@@ -97,6 +103,15 @@ func parseLimitArgs(args []string) (tenantLimits, error) {
 			}
 			d = d.Round(time.Millisecond)
 			l.statementTimeout = &d
+		case "allow":
+			list := splitList(val)
+			if _, err := config.ParseAllow(list); err != nil {
+				return l, usagef("allow must be comma-separated address ranges such as 10.0.0.0/8 (empty: any address): %v", err)
+			}
+			if list == nil {
+				list = []string{}
+			}
+			l.allow = &list
 		default:
 			return l, usagef("unknown key %q (keys: %s)", key, strings.Join(limitKeys, ", "))
 		}
@@ -134,6 +149,11 @@ func setTenantLimits(ctx context.Context, cfg *config.Config, name string, args 
 	if l.statementTimeout != nil {
 		sets = append(sets, fmt.Sprintf("statement_timeout = interval '%d milliseconds'", l.statementTimeout.Milliseconds()))
 	}
+	params := []any{name}
+	if l.allow != nil {
+		params = append(params, *l.allow)
+		sets = append(sets, "allow = $2::cidr[]")
+	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
@@ -141,9 +161,10 @@ func setTenantLimits(ctx context.Context, cfg *config.Config, name string, args 
 	defer tx.Rollback(context.Background())
 	var mc, mb, w int
 	var ms int64
+	var allow []string
 	err = tx.QueryRow(ctx, "UPDATE tenantproxy.tenants SET "+strings.Join(sets, ", ")+
-		" WHERE name = $1 RETURNING max_clients, max_backends, weight, (extract(epoch FROM statement_timeout) * 1000)::bigint", name).
-		Scan(&mc, &mb, &w, &ms)
+		" WHERE name = $1 RETURNING max_clients, max_backends, weight, (extract(epoch FROM statement_timeout) * 1000)::bigint, allow::text[]", params...).
+		Scan(&mc, &mb, &w, &ms, &allow)
 	if err == pgx.ErrNoRows {
 		return fmt.Errorf("tenant %q does not exist", name)
 	}
@@ -156,8 +177,8 @@ func setTenantLimits(ctx context.Context, cfg *config.Config, name string, args 
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("tenant %q: commit: %w", name, err)
 	}
-	fmt.Fprintf(stdout, "tenant %s: max_clients=%d max_backends=%d weight=%d statement_timeout=%v (0: the [pool] default)\n",
-		name, mc, mb, w, time.Duration(ms)*time.Millisecond)
+	fmt.Fprintf(stdout, "tenant %s: max_clients=%d max_backends=%d weight=%d statement_timeout=%v allow=%s (0: the [pool] default)\n",
+		name, mc, mb, w, time.Duration(ms)*time.Millisecond, strings.Join(allow, ","))
 	return nil
 }
 
@@ -181,7 +202,7 @@ WHERE attrelid = 'tenantproxy.tenants'::regclass AND attname = ANY ($1) AND NOT 
 
 func init() {
 	commands = append(commands, command{path: "tenant set", args: "NAME KEY=VALUE [KEY=VALUE...]", minArgs: 2, maxArgs: 1 + len(limitKeys),
-		summary: "change a tenant's limits in the database catalog (max_clients, max_backends, weight, statement_timeout; 0: the [pool] default); a running proxy applies them at once",
+		summary: "change a tenant's limits in the database catalog (max_clients, max_backends, weight, statement_timeout; 0: the [pool] default; allow: address ranges); a running proxy applies them at once",
 		setup: func(fs *flag.FlagSet, e *env) func([]string) error {
 			return func(a []string) error { return setTenantLimits(e.ctx, e.cfg, a[0], a[1:], e.stdout) }
 		}})

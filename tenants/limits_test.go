@@ -1,6 +1,7 @@
 package tenants
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func expectLimits(t *testing.T, lists <-chan []config.Tenant, name string, want 
 					continue
 				}
 				last = x
-				if x.MaxClients == want.MaxClients && x.MaxBackends == want.MaxBackends && x.Weight == want.Weight && x.StatementTimeout == want.StatementTimeout {
+				if x.MaxClients == want.MaxClients && x.MaxBackends == want.MaxBackends && x.Weight == want.Weight && x.StatementTimeout == want.StatementTimeout && slices.Equal(x.Allow, want.Allow) {
 					return
 				}
 			}
@@ -37,7 +38,7 @@ func TestTenantSetLimitsReachTheCatalogWatchEvenOnAnOlderCatalog(t *testing.T) {
 	e := newEnv(t, nil)
 	e.must("init")
 	e.must("tenant", "create", "acme")
-	e.exec(`ALTER TABLE tenantproxy.tenants DROP COLUMN max_clients, DROP COLUMN max_backends, DROP COLUMN weight, DROP COLUMN statement_timeout`)
+	e.exec(`ALTER TABLE tenantproxy.tenants DROP COLUMN max_clients, DROP COLUMN max_backends, DROP COLUMN weight, DROP COLUMN statement_timeout, DROP COLUMN allow`)
 	lists := watch(t, e)
 	expectList(t, lists, "acme/acme", 5*time.Second)
 
@@ -47,7 +48,8 @@ func TestTenantSetLimitsReachTheCatalogWatchEvenOnAnOlderCatalog(t *testing.T) {
 	}{
 		{[]string{"max_clients=3", "weight=2"}, config.Tenant{MaxClients: 3, Weight: 2}},
 		{[]string{"max_backends=1", "statement_timeout=1.5s"}, config.Tenant{MaxClients: 3, MaxBackends: 1, Weight: 2, StatementTimeout: config.Duration{Duration: 1500 * time.Millisecond}}},
-		{[]string{"max_clients=0", "max_backends=0", "weight=0", "statement_timeout=0"}, config.Tenant{}},
+		{[]string{"allow=10.0.0.0/8,192.0.2.7"}, config.Tenant{MaxClients: 3, MaxBackends: 1, Weight: 2, StatementTimeout: config.Duration{Duration: 1500 * time.Millisecond}, Allow: []string{"10.0.0.0/8", "192.0.2.7/32"}}},
+		{[]string{"max_clients=0", "max_backends=0", "weight=0", "statement_timeout=0", "allow="}, config.Tenant{}},
 	}
 	for _, s := range steps {
 		out := e.must(append([]string{"tenant", "set", "acme"}, s.args...)...)
@@ -77,6 +79,9 @@ func TestParseLimitArgs(t *testing.T) {
 		{[]string{"=3"}, false},
 		{[]string{"max_clients"}, false},
 		{[]string{"MAX_CLIENTS=1"}, false},
+		{[]string{"allow=10.0.0.0/8,::1/128"}, true},
+		{[]string{"allow="}, true},
+		{[]string{"allow=10.0.0.0/40"}, false},
 	} {
 		_, err := parseLimitArgs(tc.args)
 		if (err == nil) != tc.ok {
