@@ -24,7 +24,7 @@ const (
 
 // WatchCatalog feeds the proxy the tenants of the database catalog ([tenancy] catalog = "database"). It
 // connects as the pool role ([backend] user and password), LISTENs on NotifyChannel, loads every tenant
-// (name, schema, suspended) and calls onChange with the full list; afterwards it calls onChange again,
+// (name, schema, suspended, limits) and calls onChange with the full list; afterwards it calls onChange again,
 // with the full list, whenever the catalog changes: at once on a notification, and within catalogResync
 // through a periodic reload (which also covers notifications lost while disconnected). When the server
 // goes away it reconnects with backoff and reloads. Rows whose name or schema are not valid tenant names
@@ -128,11 +128,11 @@ func (w *catalogWatcher) follow(ctx context.Context, conn *pgx.Conn) {
 func (w *catalogWatcher) load(ctx context.Context, conn *pgx.Conn) error {
 	qctx, cancel := context.WithTimeout(ctx, catalogQueryLimit)
 	defer cancel()
-	rows, err := conn.Query(qctx, "SELECT name, schema, status = 'suspended' FROM tenantproxy.tenants ORDER BY name")
+	rows, err := conn.Query(qctx, catalogTenantsQuery)
 	if err != nil {
 		return Error(err)
 	}
-	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[config.Tenant])
+	all, err := pgx.CollectRows(rows, scanCatalogTenant)
 	if err != nil {
 		return Error(err)
 	}
@@ -142,7 +142,7 @@ func (w *catalogWatcher) load(ctx context.Context, conn *pgx.Conn) error {
 			list = append(list, t)
 		}
 	}
-	if w.delivered && slices.Equal(list, w.last) {
+	if w.delivered && slices.EqualFunc(list, w.last, sameTenant) {
 		return nil
 	}
 	w.last, w.delivered = list, true

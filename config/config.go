@@ -193,6 +193,10 @@ type Auth struct {
 	AllowCleartextWithoutTLS bool `toml:"allow_cleartext_without_tls"`
 	// FailureDelay is the pause before a failed authentication is answered.
 	FailureDelay Duration `toml:"failure_delay"`
+	// Users is where users live: "config" ([[users]]) or "database" (the catalog; docs/users.md).
+	Users string `toml:"users"`
+	// UserCacheTTL is how long a user looked up in the catalog is kept without a change notification.
+	UserCacheTTL Duration `toml:"user_cache_ttl"`
 }
 
 // Tenancy is how a connection becomes a tenant and what a tenant's session gets.
@@ -222,7 +226,7 @@ type Tenant struct {
 	Suspended bool `toml:"suspended"`
 	// MaxClients, MaxBackends, Weight and StatementTimeout are the tenant's own limits (0: the [pool]
 	// defaults). They change at runtime (SIGHUP, the admin console) without dropping anyone.
-	// They are not columns of the database catalog (db:"-": the catalog is read by position).
+	// With catalog = "database" they are columns of tenantproxy.tenants, changed by `tenantproxy tenant set`.
 	MaxClients  int `toml:"max_clients" db:"-"`
 	MaxBackends int `toml:"max_backends" db:"-"`
 	// Weight is the tenant's share of freed backends while tenants wait (default 1).
@@ -233,6 +237,9 @@ type Tenant struct {
 	// names the tenant in tenant-specific migration headers. Read by name also with catalog = "database";
 	// never part of the database catalog (db:"-").
 	MigrationGroup string `toml:"migration_group" db:"-"`
+	// Allow limits the tenant's clients to these address ranges ("10.0.0.0/8"; empty: any address); with
+	// catalog = "database" it is the catalog's allow column (`tenant set NAME allow=...`).
+	Allow []string `toml:"allow" db:"-"`
 }
 
 // User is one client identity.
@@ -244,6 +251,8 @@ type User struct {
 	// Profile is "app" (default), "readonly", "owner" or "analytics" (the cross-tenant views only; its
 	// Tenants are ignored).
 	Profile Profile `toml:"profile"`
+	// Allow limits the user's connections to these address ranges ("10.0.0.0/8"; empty: any address).
+	Allow []string `toml:"allow"`
 }
 
 // Metrics is the Prometheus endpoint.
@@ -564,6 +573,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateOperations(bad)
+	c.validateUsers(bad)
 	oneOf("[log] level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("[log] format", c.Log.Format, "json", "console")
 	if len(errs) > 0 {

@@ -56,6 +56,9 @@ type Server struct {
 	// CancelHook, when set, is asked first about every cancel request: it returns true when it has
 	// handled it (forwarded it to the peer process that owns the key).
 	CancelHook func(pid, secret uint32) bool
+	// Users, when set, finds the users that are not in [[users]] ([auth] users = "database"). Set it
+	// before Serve.
+	Users routing.UserSource
 
 	cfg      atomic.Pointer[config.Config]
 	guard    atomic.Pointer[policy.Guard] // judges startup parameters as SET
@@ -306,7 +309,16 @@ func (s *Server) handle(c net.Conn) {
 	if isTLS {
 		req.ChannelBinding = s.cbData
 	}
-	if u := snap.User(id.User); u != nil {
+	u, ok := s.lookupUser(snap, id, log)
+	if !ok {
+		s.fatal(conn, pgerr.Fatal(pgerrcode.CannotConnectNow, "tenantproxy: cannot look up users right now; try again"))
+		return
+	}
+	if !snap.AddrAllowed(u, id.Tenant, clientAddr(c)) {
+		s.refuseAddr(conn, id, addr, log)
+		return
+	}
+	if u != nil {
 		sec, err := auth.ParseSecret(u.Password)
 		if err == nil {
 			req.Secret = &sec
@@ -338,7 +350,7 @@ func (s *Server) handle(c net.Conn) {
 		s.serveConsole(c, conn, console.c, id.User, addr, log)
 		return
 	}
-	t, aerr := snap.Authorize(id)
+	t, aerr := snap.AuthorizeUser(id, u)
 	if aerr != nil {
 		log.Warn("connection refused", zap.Bool("audit", true), zap.String("event", "tenant_refused"), zap.String("sqlstate", aerr.Code), zap.String("reason", aerr.Message))
 		s.authFailed(id.User, addr, id.Tenant, aerr.Code, aerr.Message)
@@ -346,7 +358,10 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	s.failures.succeed(addr)
-	profile := snap.User(id.User).Profile // Authorize found the user; config gave it a profile
+	profile := config.ProfileApp
+	if u != nil && u.Profile != "" {
+		profile = u.Profile
+	}
 	if _, err := conn.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 0}); err != nil {
 		return
 	}

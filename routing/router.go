@@ -94,7 +94,11 @@ func (s *Snapshot) User(name string) *config.User { return s.users[name] }
 // Authorize checks, after authentication, that the tenant exists, is active, and that the user is bound
 // to it.
 func (s *Snapshot) Authorize(id Identity) (config.Tenant, *pgerr.Error) {
-	u := s.users[id.User]
+	return s.AuthorizeUser(id, s.users[id.User])
+}
+
+// AuthorizeUser is Authorize for a user found elsewhere than the config (the database catalog).
+func (s *Snapshot) AuthorizeUser(id Identity, u *config.User) (config.Tenant, *pgerr.Error) {
 	if u == nil {
 		return config.Tenant{}, pgerr.Fatalf(pgerrcode.InvalidPassword, "password authentication failed for user %q", id.User)
 	}

@@ -172,6 +172,8 @@ func initStatements(cfg *config.Config, st initState) (roles, catalog, hardening
 		"GRANT USAGE ON SCHEMA " + cs + " TO " + pool,
 		"GRANT SELECT ON " + cs + ".tenants TO " + pool,
 	}
+	catalog = append(catalog, limitColumnStatements()...)
+	catalog = append(catalog, userCatalogStatements(cfg)...)
 
 	if !st.adminSuper {
 		// Privileges on pg_catalog objects belong to the bootstrap superuser; doctor prints the SQL.

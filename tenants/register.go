@@ -3,11 +3,14 @@ package tenants
 import (
 	"context"
 
+	"go.uber.org/zap"
+
 	"github.com/tenantproxy/tenantproxy/catalog"
 	"github.com/tenantproxy/tenantproxy/config"
 )
 
-// serve's hardening gate (catalog.CheckHardening) runs Doctor, so serve need not import this package.
+// serve's hardening gate (catalog.CheckHardening) runs Doctor, and serve's catalog users
+// (catalog.NewUserSource) are CatalogUsers, so serve need not import this package.
 func init() {
 	catalog.RegisterHardening(func(ctx context.Context, cfg *config.Config) ([]catalog.Failure, error) {
 		rep, err := Doctor(ctx, cfg)
@@ -19,5 +22,8 @@ func init() {
 			out = append(out, catalog.Failure{Name: c.Name, Detail: c.Detail})
 		}
 		return out, nil
+	})
+	catalog.RegisterUserSource(func(ctx context.Context, cfg *config.Config, log *zap.Logger) catalog.UserSource {
+		return NewCatalogUsers(ctx, cfg, log)
 	})
 }

@@ -25,7 +25,8 @@ Usage:
 Tenant lifecycle (all read --config PATH, default ./config.toml):
   tenantproxy init                       create roles and the catalog, harden the server (idempotent)
   tenantproxy doctor                     check the server's hardening and every tenant
-  tenantproxy tenant create|list|suspend|resume|drop|backup|restore ...
+  tenantproxy tenant create|list|suspend|resume|drop|backup|restore|set ...
+  tenantproxy user create|passwd|bind|unbind|drop|list ...   ([auth] users = "database")
   tenantproxy migrate up|status|down|repair ...
   tenantproxy analytics refresh          rebuild the cross-tenant views of schema analytics
   tenantproxy rls status|enable|disable TABLE
@@ -57,7 +58,7 @@ func run(ctx context.Context, stop context.CancelFunc, args []string, stdout, st
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "init", "doctor", "tenant", "migrate", "analytics", "rls":
+	case "init", "doctor", "tenant", "migrate", "analytics", "rls", "user":
 		return lifecycleCmd(ctx, args, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "tenantproxy: unknown command %q\n\n%s", args[0], usage)

@@ -39,6 +39,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"serve", "--help"}, {"demo", "--help"}, {"version"},
 		{"tenant", "create", "--help"}, {"migrate", "up", "--help"}, {"doctor", "--help"}, {"analytics", "refresh", "--help"},
+		{"tenant", "set", "--help"}, {"user", "create", "--help"}, {"user", "passwd", "--help"},
 	} {
 		out, err := exec.Command(binary, args...).CombinedOutput()
 		if err != nil {

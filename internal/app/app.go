@@ -43,6 +43,7 @@ type App struct {
 	cancel       context.CancelFunc
 	shutdownOnce sync.Once
 	done         chan struct{}
+	users        catalog.UserSource // [auth] users = "database"
 
 	ops // admin console, audit log, health, peers: operations.go
 
@@ -120,6 +121,13 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 		return fail(err)
 	}
 	p.server = srv
+	if cfg.Auth.Users == config.UsersDatabase {
+		if p.users, err = catalog.NewUserSource(ctx, cfg, log); err != nil {
+			engine.Close()
+			return fail(err)
+		}
+		srv.Users = p.users
+	}
 	ln, err := listen(cfg.Listen.Addr, cfg.Listen.ReusePort)
 	if err != nil {
 		engine.Close()
@@ -207,6 +215,9 @@ func (p *App) shutdown(timeout time.Duration) {
 	<-p.done
 	if p.schemaStatsDone != nil {
 		<-p.schemaStatsDone
+	}
+	if p.users != nil {
+		p.users.Wait()
 	}
 	if p.metrics != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/tenantproxy/tenantproxy/catalog"
 	"github.com/tenantproxy/tenantproxy/config"
-	"github.com/tenantproxy/tenantproxy/tenants"
 )
 
 // schemaStatsQuery is the per-schema collector's one catalog query per interval: every tenant schema's
@@ -42,7 +42,7 @@ type schemaCollector struct {
 	cfg      func() *config.Config
 	tenants  func() []config.Tenant
 	log      *zap.Logger
-	// connect opens the admin connection (tenants.ConnectAdmin; tests substitute their own).
+	// connect opens the admin connection (catalog.ConnectAdmin; tests substitute their own).
 	connect func(ctx context.Context, cfg *config.Config) (*pgx.Conn, error)
 
 	mu       sync.Mutex
@@ -58,7 +58,9 @@ type schemaCollector struct {
 
 func newSchemaCollector(interval time.Duration, cfg func() *config.Config, ts func() []config.Tenant, log *zap.Logger) *schemaCollector {
 	lbl := []string{"tenant"}
-	return &schemaCollector{interval: interval, cfg: cfg, tenants: ts, log: log, connect: tenants.ConnectAdmin,
+	return &schemaCollector{interval: interval, cfg: cfg, tenants: ts, log: log, connect: func(ctx context.Context, cfg *config.Config) (*pgx.Conn, error) {
+		return catalog.ConnectAdmin(ctx, cfg, "")
+	},
 		descs: []*prometheus.Desc{
 			prometheus.NewDesc("tenantproxy_schema_size_bytes", "Total size of the tenant schema's tables and materialized views, with indexes and TOAST.", lbl, nil),
 			prometheus.NewDesc("tenantproxy_schema_tables", "Tables (plain and partitioned) in the tenant schema.", lbl, nil),
