@@ -37,7 +37,7 @@ func expectLimits(t *testing.T, lists <-chan []config.Tenant, name string, want 
 func TestTenantSetLimitsReachTheCatalogWatchEvenOnAnOlderCatalog(t *testing.T) {
 	e := newEnv(t, nil)
 	e.must("init")
-	e.must("tenant", "create", "acme")
+	e.must("tenant", "create", "acme", "--schema", "acme")
 	e.exec(`ALTER TABLE tenantproxy.tenants DROP COLUMN max_clients, DROP COLUMN max_backends, DROP COLUMN weight, DROP COLUMN statement_timeout, DROP COLUMN allow`)
 	lists := watch(t, e)
 	expectList(t, lists, "acme/acme", 5*time.Second)
