@@ -163,68 +163,64 @@ func rlsDisable(ctx context.Context, cfg *config.Config, arg string, out io.Writ
 }
 
 func rlsChange(ctx context.Context, cfg *config.Config, arg string, out io.Writer, enable bool) error {
-	conn, err := connectAdmin(ctx, cfg, "")
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.Background())
-	tenants, err := catalogTenants(ctx, tx, cfg)
-	if err != nil {
-		return err
-	}
-	t, err := findRLSTable(ctx, tx, arg, tenants)
-	if err != nil {
-		return err
-	}
-	var existing []string
-	if err := tx.QueryRow(ctx, "SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1)", roleNames(tenants)).Scan(&existing); err != nil {
-		return err
-	}
-	var stmts []string
-	if enable {
-		if t.tenantColumn != "text" && !strings.HasPrefix(t.tenantColumn, "character varying") {
-			return fmt.Errorf("%s needs a column \"tenant\" of type text holding the tenant's name (found %q)", t.qualifiedQuoted, t.tenantColumn)
+	var tenants []tenantRef
+	var t rlsTable
+	err := withAdminTx(ctx, cfg, func(tx pgx.Tx) error {
+		var err error
+		tenants, err = catalogTenants(ctx, tx, cfg)
+		if err != nil {
+			return err
 		}
-		cond := "(tenant = current_setting(" + lit(cfg.Tenancy.Setting) + ", true))"
-		stmts = append(stmts,
-			"DROP POLICY IF EXISTS "+q(PolicyName)+" ON "+t.qualifiedQuoted,
-			"CREATE POLICY "+q(PolicyName)+" ON "+t.qualifiedQuoted+" FOR ALL TO PUBLIC USING "+cond+" WITH CHECK "+cond,
-			"ALTER TABLE "+t.qualifiedQuoted+" ENABLE ROW LEVEL SECURITY",
-			"ALTER TABLE "+t.qualifiedQuoted+" FORCE ROW LEVEL SECURITY")
-		// Grants to a thousand roles go in chunks to keep statements small.
-		for len(existing) > 0 {
-			n := min(len(existing), 500)
-			stmts = append(stmts, rlsGrantStatements([]rlsTable{t}, existing[:n])...)
-			existing = existing[n:]
+		t, err = findRLSTable(ctx, tx, arg, tenants)
+		if err != nil {
+			return err
 		}
-	} else {
-		stmts = append(stmts,
-			"DROP POLICY IF EXISTS "+q(PolicyName)+" ON "+t.qualifiedQuoted,
-			"ALTER TABLE "+t.qualifiedQuoted+" NO FORCE ROW LEVEL SECURITY",
-			"ALTER TABLE "+t.qualifiedQuoted+" DISABLE ROW LEVEL SECURITY")
-		for len(existing) > 0 {
-			n := min(len(existing), 500)
-			to := quoteList(existing[:n])
-			stmts = append(stmts, "REVOKE ALL ON "+t.qualifiedQuoted+" FROM "+to)
-			if len(t.sequences) > 0 {
-				stmts = append(stmts, "REVOKE ALL ON SEQUENCE "+strings.Join(t.sequences, ", ")+" FROM "+to)
-			}
-			existing = existing[n:]
+		var existing []string
+		if err := tx.QueryRow(ctx, "SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1)", roleNames(tenants)).Scan(&existing); err != nil {
+			return err
 		}
-	}
-	if err := execScript(ctx, tx, stmts); err != nil {
-		verb := "disable"
+		var stmts []string
 		if enable {
-			verb = "enable"
+			if t.tenantColumn != "text" && !strings.HasPrefix(t.tenantColumn, "character varying") {
+				return fmt.Errorf("%s needs a column \"tenant\" of type text holding the tenant's name (found %q)", t.qualifiedQuoted, t.tenantColumn)
+			}
+			cond := "(tenant = current_setting(" + lit(cfg.Tenancy.Setting) + ", true))"
+			stmts = append(stmts,
+				"DROP POLICY IF EXISTS "+q(PolicyName)+" ON "+t.qualifiedQuoted,
+				"CREATE POLICY "+q(PolicyName)+" ON "+t.qualifiedQuoted+" FOR ALL TO PUBLIC USING "+cond+" WITH CHECK "+cond,
+				"ALTER TABLE "+t.qualifiedQuoted+" ENABLE ROW LEVEL SECURITY",
+				"ALTER TABLE "+t.qualifiedQuoted+" FORCE ROW LEVEL SECURITY")
+			// Grants to a thousand roles go in chunks to keep statements small.
+			for len(existing) > 0 {
+				n := min(len(existing), 500)
+				stmts = append(stmts, rlsGrantStatements([]rlsTable{t}, existing[:n])...)
+				existing = existing[n:]
+			}
+		} else {
+			stmts = append(stmts,
+				"DROP POLICY IF EXISTS "+q(PolicyName)+" ON "+t.qualifiedQuoted,
+				"ALTER TABLE "+t.qualifiedQuoted+" NO FORCE ROW LEVEL SECURITY",
+				"ALTER TABLE "+t.qualifiedQuoted+" DISABLE ROW LEVEL SECURITY")
+			for len(existing) > 0 {
+				n := min(len(existing), 500)
+				to := quoteList(existing[:n])
+				stmts = append(stmts, "REVOKE ALL ON "+t.qualifiedQuoted+" FROM "+to)
+				if len(t.sequences) > 0 {
+					stmts = append(stmts, "REVOKE ALL ON SEQUENCE "+strings.Join(t.sequences, ", ")+" FROM "+to)
+				}
+				existing = existing[n:]
+			}
 		}
-		return fmt.Errorf("rls %s %s: %w", verb, t.qualifiedQuoted, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
+		if err := execScript(ctx, tx, stmts); err != nil {
+			verb := "disable"
+			if enable {
+				verb = "enable"
+			}
+			return fmt.Errorf("rls %s %s: %w", verb, t.qualifiedQuoted, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	if enable {

@@ -264,39 +264,36 @@ ORDER BY t.name`)
 
 // setStatus suspends or resumes a tenant and announces it.
 func setStatus(ctx context.Context, cfg *config.Config, name, status string, out io.Writer) error {
-	conn, err := connectAdmin(ctx, cfg, "")
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.Background())
-	var old string
-	err = tx.QueryRow(ctx, "SELECT status FROM tenantproxy.tenants WHERE name = $1 FOR UPDATE", name).Scan(&old)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("tenant %q does not exist", name)
-	}
-	if err != nil {
-		return catalogError(err)
-	}
-	if old == status {
-		fmt.Fprintf(out, "tenant %s: already %s\n", name, status)
+	already := false
+	err := withAdminTx(ctx, cfg, func(tx pgx.Tx) error {
+		var old string
+		err := tx.QueryRow(ctx, "SELECT status FROM tenantproxy.tenants WHERE name = $1 FOR UPDATE", name).Scan(&old)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("tenant %q does not exist", name)
+		}
+		if err != nil {
+			return catalogError(err)
+		}
+		if already = old == status; already {
+			return nil
+		}
+		op := map[string]string{StatusActive: "resume", StatusSuspended: "suspend"}[status]
+		if err := execScript(ctx, tx, []string{
+			"UPDATE tenantproxy.tenants SET status = " + lit(status) + " WHERE name = " + lit(name),
+			notifyStatement(op, name),
+		}); err != nil {
+			return fmt.Errorf("tenant %q: %s: %w", name, op, err)
+		}
 		return nil
-	}
-	op := map[string]string{StatusActive: "resume", StatusSuspended: "suspend"}[status]
-	if err := execScript(ctx, tx, []string{
-		"UPDATE tenantproxy.tenants SET status = " + lit(status) + " WHERE name = " + lit(name),
-		notifyStatement(op, name),
-	}); err != nil {
-		return fmt.Errorf("tenant %q: %s: %w", name, op, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
+	})
+	switch {
+	case err != nil:
 		return err
+	case already:
+		fmt.Fprintf(out, "tenant %s: already %s\n", name, status)
+	default:
+		fmt.Fprintf(out, "tenant %s: %s\n", name, status)
 	}
-	fmt.Fprintf(out, "tenant %s: %s\n", name, status)
 	return nil
 }
 

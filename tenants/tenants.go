@@ -88,6 +88,17 @@ func connectAdmin(ctx context.Context, cfg *config.Config, database string) (*pg
 	return catalog.ConnectAdmin(ctx, cfg, database)
 }
 
+// withAdminTx runs f in one transaction on an [admin] connection of its own, committed when f returns
+// nil and rolled back otherwise: the preamble of every lifecycle change to the catalog.
+func withAdminTx(ctx context.Context, cfg *config.Config, f func(pgx.Tx) error) error {
+	conn, err := connectAdmin(ctx, cfg, "")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return pgx.BeginFunc(ctx, conn, f)
+}
+
 // execScript runs statements as one simple-protocol query: one round trip, no statement cache entries.
 func execScript(ctx context.Context, q querier, stmts []string) error {
 	if len(stmts) == 0 {
