@@ -269,6 +269,7 @@ func (e *Engine) attach(fd int, info ClientInfo) {
 	if enc := info.Params["client_encoding"]; enc != "" {
 		s.setEncoding(enc)
 	}
+	s.info.Params = nil // s.startup has them, shared with the clients that sent the same: an idle client keeps no map of its own
 	t := e.tenants[info.Tenant]
 	if t == nil {
 		s.tenant = &Tenant{Name: info.Tenant}

@@ -90,7 +90,7 @@ type ClientInfo struct {
 	TLS     bool
 	// Params are the client's startup settings that the relay tracks and applies on every lease, by
 	// lower-case name: every setting the guard would allow as SET (the front door judged them), with the
-	// value to SET.
+	// value to SET. The Engine keeps them in its own shared form and drops the map after Attach.
 	Params map[string]string
 	// Opened is when the client connected.
 	Opened time.Time
