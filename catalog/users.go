@@ -33,3 +33,21 @@ func NewUserSource(ctx context.Context, cfg *config.Config, log *zap.Logger) (Us
 	}
 	return newUserSource(ctx, cfg, log), nil
 }
+
+// MigrationVersionsFunc reads every tenant's migration version ("0003", or "0003+0002" with a
+// tenant-specific line) through the [admin] role.
+type MigrationVersionsFunc func(ctx context.Context, cfg *config.Config) (map[string]string, error)
+
+var migrationVersions MigrationVersionsFunc
+
+// RegisterMigrationVersions installs what MigrationVersions runs; package tenants calls it from init.
+func RegisterMigrationVersions(f MigrationVersionsFunc) { migrationVersions = f }
+
+// MigrationVersions reads every tenant's migration version, or fails when the program does not include
+// the lifecycle.
+func MigrationVersions(ctx context.Context, cfg *config.Config) (map[string]string, error) {
+	if migrationVersions == nil {
+		return nil, errors.New("reading migration versions needs the lifecycle, which this program does not include")
+	}
+	return migrationVersions(ctx, cfg)
+}

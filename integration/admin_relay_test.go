@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantproxy/tenantproxy/config"
+	"github.com/tenantproxy/tenantproxy/integration/proxytest"
 )
 
 // waitColumn polls a SHOW until the row keyed key has want in column valCol.
@@ -136,5 +137,26 @@ func TestAdminConsoleRelaySections(t *testing.T) {
 	}
 	if _, err := admin.Exec(ctx, "KILL_CLIENT "+id, pgx.QueryExecModeSimpleProtocol); err == nil {
 		t.Error("KILL_CLIENT of a client that is gone succeeded")
+	}
+}
+
+// SHOW TENANTS shows each tenant's migration version: read at start through the [admin] role, since
+// the pool role cannot read the migration records.
+func TestShowTenantsShowsEachTenantsMigrationVersion(t *testing.T) {
+	p := startProxy(t, config.ModeTransaction, consoleUsers)
+	ctx := testContext(t, 30*time.Second)
+	db, err := fx.Cluster.Connect(ctx, proxytest.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	var want int
+	if err := db.QueryRow(ctx, "SELECT max(version) FROM tenantproxy.migrations WHERE tenant = 'acme'").Scan(&want); err != nil {
+		t.Fatal(err)
+	}
+	admin := connectPgx(t, ctx, consoleURL(p, "opsadmin", "pgbouncer"), pgx.QueryExecModeSimpleProtocol)
+	got := waitColumn(t, ctx, admin, "SHOW TENANTS", "acme", "tenant", "migration_version", func(v string) bool { return v != "" && v != "<missing>" })
+	if got != strconv.Itoa(want) {
+		t.Errorf("SHOW TENANTS acme migration_version = %s, want %d", got, want)
 	}
 }

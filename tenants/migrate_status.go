@@ -19,6 +19,15 @@ type MigrationVersion struct {
 	Specific int `json:"specific,omitempty"`
 }
 
+// String is the version as the console shows it, and as the "migrate" notification carries it: the
+// common line's version, then "+" and the tenant-specific line's when there is one.
+func (v MigrationVersion) String() string {
+	if v.Specific > 0 {
+		return fmt.Sprintf("%d+%d", v.Version, v.Specific)
+	}
+	return fmt.Sprint(v.Version)
+}
+
 // TenantMigrationVersions reads every tenant's migration version from the catalog, by tenant name.
 // db must be allowed to read tenantproxy.migrations (the admin or owner role; the pool role is not).
 // The console's SHOW TENANTS can call it, or follow the "migrate TENANT VERSION [SPECIFIC]" payloads

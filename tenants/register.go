@@ -26,4 +26,20 @@ func init() {
 	catalog.RegisterUserSource(func(ctx context.Context, cfg *config.Config, log *zap.Logger) catalog.UserSource {
 		return NewCatalogUsers(ctx, cfg, log)
 	})
+	catalog.RegisterMigrationVersions(func(ctx context.Context, cfg *config.Config) (map[string]string, error) {
+		conn, err := connectAdmin(ctx, cfg, "")
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close(context.Background())
+		vs, err := TenantMigrationVersions(ctx, conn)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]string, len(vs))
+		for t, v := range vs {
+			out[t] = v.String()
+		}
+		return out, nil
+	})
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +43,10 @@ type App struct {
 	shutdownOnce sync.Once
 	done         chan struct{}
 	users        catalog.UserSource // [auth] users = "database"
+	// versions are the tenants' migration versions for SHOW TENANTS (versions.go); versionsLoaded closes
+	// once the first read is done.
+	versions       *migrationVersions
+	versionsLoaded chan struct{}
 
 	ops // admin console, audit log, health, peers: operations.go
 
@@ -57,9 +60,15 @@ var watchCatalog = catalog.WatchCatalogNotify
 // Start wires the packages together and starts serving.
 func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &App{cfg: cfg, log: log, cancel: cancel, done: make(chan struct{}), ops: ops{stopped: make(chan struct{})}}
+	p := &App{cfg: cfg, log: log, cancel: cancel, done: make(chan struct{}), ops: ops{stopped: make(chan struct{})},
+		versions: newMigrationVersions(), versionsLoaded: make(chan struct{})}
+	go func() {
+		defer close(p.versionsLoaded)
+		p.versions.load(ctx, cfg, log)
+	}()
 	fail := func(err error) (*App, error) {
 		cancel()
+		<-p.versionsLoaded
 		return nil, err
 	}
 	if cfg.RequiresHardening() {
@@ -100,9 +109,10 @@ func Start(cfg *config.Config, log *zap.Logger, version string) (*App, error) {
 				p.updateRouter(p.config(), ts)
 				engine.SetTenants(relayTenants(p.config(), ts))
 			}, func(payload string) {
-				// A tenant's migration committed: its statements are prepared afresh from now on.
-				if f := strings.Fields(payload); len(f) >= 2 && f[0] == "migrate" {
-					engine.TenantChanged(f[1])
+				// A tenant's migration committed: its statements are prepared afresh from now on, and SHOW
+				// TENANTS shows its version.
+				if tenant, ok := p.versions.notified(payload); ok {
+					engine.TenantChanged(tenant)
 				}
 			})
 			if err != nil && ctx.Err() == nil {
@@ -213,6 +223,7 @@ func (p *App) shutdown(timeout time.Duration) {
 	p.engine.Close()
 	p.cancel()
 	<-p.done
+	<-p.versionsLoaded
 	if p.schemaStatsDone != nil {
 		<-p.schemaStatsDone
 	}

@@ -92,3 +92,22 @@ func TestReloadWhileTheCatalogChangesIsSafe(t *testing.T) {
 		t.Errorf("after the last reload the proxy has %d users, want %d", users, want)
 	}
 }
+
+func TestMigrationVersionsFollowTheMigrateNotifications(t *testing.T) {
+	m := newMigrationVersions()
+	for _, tc := range []struct {
+		payload, tenant, want string
+		ok                    bool
+	}{
+		{"migrate acme 3", "acme", "3", true},
+		{"migrate acme 4 2", "acme", "4+2", true},
+		{"migrate globex 5 0", "globex", "5", true},
+		{"create initech", "initech", "", false},
+		{"migrate", "", "", false},
+	} {
+		tenant, ok := m.notified(tc.payload)
+		if ok != tc.ok || (ok && tenant != tc.tenant) || m.get(tc.tenant) != tc.want {
+			t.Errorf("%q: tenant %q ok %v version %q; want %q %v %q", tc.payload, tenant, ok, m.get(tc.tenant), tc.tenant, tc.ok, tc.want)
+		}
+	}
+}

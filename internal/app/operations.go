@@ -113,7 +113,7 @@ func (p *App) startOps(version string) error {
 		p.auditW = w
 		audit.Log.Set(w)
 	}
-	p.source = &source{p: p, version: version, relay: newRelaySource(p.engine, p.config)}
+	p.source = &source{p: p, version: version, relay: newRelaySource(p.engine, p.config, p.versions)}
 	p.console = admin.New(p.source, version, p.log)
 	p.console.SetUsers(cfg.AdminConsole.AdminUsers, cfg.AdminConsole.StatsUsers)
 	p.server.SetConsole(p.console, admin.IsConsoleDatabase)

@@ -23,8 +23,9 @@ const statsPeriod = 15 * time.Second
 // relaySource is the relay's half of the admin console, over the relay's own snapshot and levers
 // (session.Group): the per-tenant accounting, clients and servers, PAUSE and the rest.
 type relaySource struct {
-	g   *session.Group
-	cfg func() *config.Config
+	g        *session.Group
+	cfg      func() *config.Config
+	versions *migrationVersions
 
 	mu   sync.Mutex
 	prev sample // the totals at the start of the averaging interval
@@ -37,8 +38,8 @@ type sample struct {
 	totals map[string]session.TenantStats
 }
 
-func newRelaySource(g *session.Group, cfg func() *config.Config) *relaySource {
-	return &relaySource{g: g, cfg: cfg}
+func newRelaySource(g *session.Group, cfg func() *config.Config, versions *migrationVersions) *relaySource {
+	return &relaySource{g: g, cfg: cfg, versions: versions}
 }
 
 // averages returns, per tenant, the counters per second (times per transaction, per query and per
@@ -139,6 +140,7 @@ func (r *relaySource) fill(ctx context.Context, snap *admin.Snapshot) error {
 			XactPerSec: float64(a.Xacts), QueryPerSec: float64(a.Queries), AvgWait: avgWait, MaxWait: t.MaxWait,
 			Refused: st.Refused, MaxClients: int64(maxClients), MaxBackends: int64(maxBackends), Weight: int64(weight),
 			StatementTimeout: t.Limits.StatementTimeout, Suspended: t.Suspended || t.Disabled, Paused: t.Paused,
+			MigrationVersion: r.versions.get(t.Name),
 		})
 	}
 	for i := range snap.Databases {
