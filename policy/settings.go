@@ -2,6 +2,8 @@ package policy
 
 import (
 	"strings"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgparam"
 )
 
 // settingKind says how the guard treats a setting that a client changes with SET, SET LOCAL or RESET, or
@@ -230,7 +232,7 @@ func asciiLower(s string) string {
 	return s
 }
 
-// encodings maps every encoding name PostgreSQL accepts, cleaned as cleanEncodingName does, to whether it
+// encodings maps every encoding name PostgreSQL accepts, cleaned as pgparam.CleanEncodingName does, to whether it
 // is a client-only encoding. The table is PostgreSQL's pg_encname_tbl (src/common/encnames.c) plus the
 // official names of pg_enc2name_tbl. The client-only encodings (PG_SJIS, PG_BIG5, PG_GBK, PG_UHC,
 // PG_GB18030, PG_JOHAB, PG_SHIFT_JIS_2004 in pg_wchar.h) have multi-byte characters whose second byte can
@@ -255,36 +257,17 @@ var encodings = map[string]bool{
 	"windows936": true, "windows949": true, "windows950": true,
 }
 
-// cleanEncodingName reduces an encoding name as PostgreSQL's clean_encoding_name does: only ASCII letters
-// and digits are kept, lower-cased. Names of 64 bytes or more match nothing, as in pg_char_to_encoding.
-func cleanEncodingName(name string) string {
-	if len(name) >= 64 {
-		return ""
-	}
-	var b strings.Builder
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-			b.WriteByte(c)
-		case c >= 'A' && c <= 'Z':
-			b.WriteByte(c + 'a' - 'A')
-		}
-	}
-	return b.String()
-}
-
 // IsClientOnlyEncoding reports whether name, in any of the spellings PostgreSQL accepts ("SJIS",
 // "Shift_JIS", "shift-jis", "win932", "BIG5", "GBK", "UHC", "GB18030", "JOHAB", "SHIFT_JIS_2004" and their
 // aliases), is one of the client-only encodings that tenantproxy never lets a client use.
 func IsClientOnlyEncoding(name string) bool {
-	return encodings[cleanEncodingName(name)]
+	return encodings[pgparam.CleanEncodingName(name)]
 }
 
 // ClientEncodingAllowed reports whether a client may use name as its client_encoding: PostgreSQL knows
 // the encoding, and it is not client-only.
 func ClientEncodingAllowed(name string) bool {
-	clientOnly, known := encodings[cleanEncodingName(name)]
+	clientOnly, known := encodings[pgparam.CleanEncodingName(name)]
 	return known && !clientOnly
 }
 

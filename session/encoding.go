@@ -8,6 +8,8 @@ import (
 	"golang.org/x/text/encoding/charmap"
 	"golang.org/x/text/encoding/japanese"
 	"golang.org/x/text/encoding/korean"
+
+	"github.com/tenantproxy/tenantproxy/internal/pgparam"
 )
 
 // The guard parses UTF-8, while a client may send text in any encoding the server converts from. So that
@@ -15,7 +17,7 @@ import (
 // converted to UTF-8 for the check, as the server converts it; the bytes sent on stay the client's. (The
 // client-only encodings, whose bytes could hide a quote from a parser, are refused outright.)
 
-// decoders maps PostgreSQL's encoding names, as they are normalized (lower case, letters and digits only),
+// decoders maps PostgreSQL's encoding names, cleaned as PostgreSQL does (pgparam.CleanEncodingName),
 // to their decoders. Encodings not listed are ASCII-compatible only for checking purposes: text with bytes
 // above 0x7f that is not valid UTF-8 is then refused, as the server itself refuses invalid input.
 var decoders = map[string]encoding.Encoding{
@@ -37,16 +39,6 @@ var decoders = map[string]encoding.Encoding{
 	"eucjp": japanese.EUCJP, "euckr": korean.EUCKR,
 }
 
-func normEncoding(name string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(name) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
 // textForGuard returns sql as the server will read it, in UTF-8.
 func (s *Session) textForGuard(sql string) string {
 	if s.decoder == nil || isASCII(sql) {
@@ -61,7 +53,7 @@ func (s *Session) textForGuard(sql string) string {
 
 // setEncoding records the client's encoding (from its startup parameters or a tracked SET).
 func (s *Session) setEncoding(name string) {
-	s.decoder = decoders[normEncoding(name)]
+	s.decoder = decoders[pgparam.CleanEncodingName(name)]
 }
 
 func isASCII(s string) bool {
