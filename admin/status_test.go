@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -26,24 +27,34 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// browse loads url in headless Chromium and returns the DOM it rendered, or writes a screenshot.
+// browse loads url in headless Chromium and returns the DOM it rendered, or writes a screenshot. A
+// browser that dies by a signal (it segfaults now and then on a loaded machine, before loading anything)
+// is started again, at most three times in all; any other failure fails the test at once.
 func browse(t *testing.T, url string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-		"--user-data-dir=" + t.TempDir()}, extra...)
-	if len(extra) == 0 {
-		args = append(args, "--dump-dom")
-	}
-	cmd := exec.CommandContext(ctx, chromium(t), append(args, url)...)
 	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium: %v\n%s", err, stderr.String())
+	for attempt := 1; ; attempt++ {
+		args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+			"--user-data-dir=" + t.TempDir()}, extra...)
+		if len(extra) == 0 {
+			args = append(args, "--dump-dom")
+		}
+		cmd := exec.CommandContext(ctx, chromium(t), append(args, url)...)
+		stderr.Reset()
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err == nil {
+			return string(out)
+		}
+		var exit *exec.ExitError
+		crashed := errors.As(err, &exit) && !exit.Exited() && ctx.Err() == nil
+		if !crashed || attempt == 3 {
+			t.Fatalf("chromium (attempt %d): %v\n%s", attempt, err, stderr.String())
+		}
+		t.Logf("chromium died (%v); starting it again", err)
 	}
-	return string(out)
 }
 
 // cells returns the text of each row's cells of the table with this id.
