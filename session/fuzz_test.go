@@ -209,9 +209,11 @@ type fuzzClient struct {
 	afterEnd   bool   // the end marker's row arrived
 	tenantRows int    // rows carrying the client's tenant
 	finished   bool   // the ReadyForQuery after the end marker arrived
-	readErr    error
-	bad        []string // invariant violations the reader saw
-	last       []string // the latest messages, for reports
+	// markerRetries counts end markers sent again because a cancel reached one (finish).
+	markerRetries int
+	readErr       error
+	bad           []string // invariant violations the reader saw
+	last          []string // the latest messages, for reports
 
 	// Driver state.
 	minSync, maxSync int  // the ReadyForQuery messages due: certain, and at most
@@ -681,13 +683,22 @@ func (r *fuzzRun) finish() {
 			if c == nil {
 				continue
 			}
-			_, _, finished, eof := c.snapshot()
+			rfq, _, finished, eof := c.snapshot()
 			if eof {
 				continue
 			}
 			if finished && c.gone == "" {
 				c.send(encodeMsgs(&pgproto3.Terminate{}))
 				c.gone = "terminated at the end"
+			}
+			if !finished && c.gone == "" && rfq >= c.maxSync && c.markerRetries < 3 {
+				// Every reply came but the marker's row: a cancel of the run reached the marker, as a late
+				// cancel may on PostgreSQL itself (the server signals the backend after the request's
+				// connection is done with). Ask again.
+				c.markerRetries++
+				c.send(encodeMsgs(&pgproto3.Query{String: "SELECT '" + c.endMarker() + "'"}))
+				c.minSync++
+				c.maxSync++
 			}
 			pending++
 		}
