@@ -97,12 +97,11 @@ func TestRandomizedTenants(t *testing.T) {
 
 func runRandom(t *testing.T, s setup, seed uint64) {
 	p := startProxy(t, s, func(c *config.Config) {
-		if s.mode == config.ModeSession {
-			// A session holds its backend from connect to close: with nine clients over one or two
-			// backends a client waits out several others' whole sessions, which on a loaded machine is
-			// longer than any short wait_timeout. This test is about isolation; waits have their own.
-			c.Pool.WaitTimeout = config.Duration{Duration: randomDuration + 30*time.Second}
-		}
+		// Nine clients share one or two backends, for whole sessions in session pooling and for whole
+		// transactions (some with statements that sleep) in transaction pooling: on a loaded machine a
+		// client may wait longer than any short wait_timeout. This test is about isolation; waits have
+		// tests of their own.
+		c.Pool.WaitTimeout = config.Duration{Duration: randomDuration + 30*time.Second}
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
