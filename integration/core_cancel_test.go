@@ -34,8 +34,10 @@ func TestCancelStopsTheSleepingQueryInBothPoolModes(t *testing.T) {
 					if got := sqlstate(err); got != "57014" {
 						t.Fatalf("cancelled pg_sleep(10): want SQLSTATE 57014, got %q (%v)", got, err)
 					}
-					if took > 2*time.Second {
-						t.Fatalf("cancelled pg_sleep(10) returned after %v, want < 2s", took)
+					// 57014 says the server cancelled it; the bound says the cancel, not the end of the
+					// sleep, ended it, with room for a busy machine (2.08 s was seen beside a second make test).
+					if took > 8*time.Second {
+						t.Fatalf("cancelled pg_sleep(10) returned after %v, want well before the sleep's 10s", took)
 					}
 					wantIdentity(t, ctx, a, "acme")
 				})
@@ -81,8 +83,8 @@ func TestCancelReachesOnlyItsClientOnASharedBackend(t *testing.T) {
 			if got := sqlstate(errA); got != "57014" {
 				t.Fatalf("A's cancelled pg_sleep(10): want SQLSTATE 57014, got %q (%v)", got, errA)
 			}
-			if tookA > 2*time.Second {
-				t.Fatalf("A's cancelled pg_sleep(10) returned after %v, want < 2s", tookA)
+			if tookA > 8*time.Second {
+				t.Fatalf("A's cancelled pg_sleep(10) returned after %v, want well before the sleep's 10s", tookA)
 			}
 			r := <-bDone
 			if r.err != nil {

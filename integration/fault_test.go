@@ -447,7 +447,9 @@ func TestPoolExhaustedWaitTimeout(t *testing.T) {
 			if got := sqlstate(err); got != "53300" || !strings.Contains(errorMessage(err), "wait_timeout") {
 				t.Fatalf("waiting for the held backend: want SQLSTATE 53300 naming wait_timeout, got %q: %v", got, err)
 			}
-			if took < 900*time.Millisecond || took > 3*time.Second {
+			// The upper bound leaves a busy machine room; a wait that ignored wait_timeout would last
+			// until the holder commits, after this check.
+			if took < 900*time.Millisecond || took > 5*time.Second {
 				t.Fatalf("the wait ended after %v, want about wait_timeout (1s)", took)
 			}
 			if err := tx.Commit(ctx); err != nil {
